@@ -1,0 +1,1 @@
+//! whopgate: the gate in front of an app sold on Whop.
