@@ -1,1 +1,34 @@
 //! whopgate: the gate in front of an app sold on Whop.
+//!
+//! For every request whopgate finds out who is calling, finds the route rule the request falls
+//! under, decides whether that user has the access the rule requires, and then forwards the request
+//! with identity headers the app can trust, or answers with a denial.
+//!
+//! Where things happen, in the order a request meets them:
+//!
+//! | step | module |
+//! | --- | --- |
+//! | accepted (listeners, limits, shutdown) | [`server`] |
+//! | parsed and normalised | [`path`] |
+//! | matched to a rule | [`route`] |
+//! | judged, answered if denied | [`gate`] |
+//! | forwarded to the upstream | [`proxy`] |
+//! | measured | [`metrics`], [`admin`] |
+//!
+//! The configuration is [`config`]; the sidecar binary wires it all in [`sidecar`].
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod check;
+pub mod config;
+pub mod gate;
+pub mod log;
+pub mod metrics;
+pub mod path;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod sidecar;
+
+pub use config::Config;
+pub use gate::{Gate, GateLayer, GateService};

@@ -1,0 +1,201 @@
+//! Why a request is not forwarded, and the one place where each reason becomes an answer
+//! (SPEC §4, "Answers").
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use serde_json::json;
+
+use super::negotiate::ResponseStyle;
+use crate::metrics::Decision;
+use crate::path::PathRejection;
+
+/// A request the gate answers itself.
+#[derive(Debug, Clone)]
+pub enum Denial {
+    /// The path was refused before matching (SPEC §4, "Path").
+    BadPath(PathRejection),
+    /// No rule matches: default deny.
+    NoRule,
+    /// A protected route and no credential.
+    Unauthenticated {
+        /// Where a browser signs in, when the session source is on.
+        login_url: Option<String>,
+    },
+}
+
+impl Denial {
+    /// The `decision` label this denial is counted under.
+    pub fn decision(&self) -> Decision {
+        match self {
+            Denial::BadPath(_) => Decision::BadRequest,
+            Denial::NoRule => Decision::Forbidden,
+            Denial::Unauthenticated { .. } => Decision::Unauthenticated,
+        }
+    }
+
+    /// A short machine-readable reason for the access log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denial::BadPath(_) => "bad_path",
+            Denial::NoRule => "no_matching_rule",
+            Denial::Unauthenticated { .. } => "no_credential",
+        }
+    }
+
+    /// The answer, in the style the client understands.
+    pub fn into_response(self, style: ResponseStyle) -> Response<Bytes> {
+        match (self, style) {
+            (Denial::BadPath(rejection), ResponseStyle::Api) => json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_request", "message": rejection.message()}),
+            ),
+            (Denial::BadPath(rejection), ResponseStyle::Browser) => {
+                html_response(StatusCode::BAD_REQUEST, "Bad request", rejection.message(), None)
+            }
+            (Denial::NoRule, ResponseStyle::Api) => json_response(
+                StatusCode::FORBIDDEN,
+                json!({"error": "forbidden", "message": "no route rule allows this request", "required": []}),
+            ),
+            (Denial::NoRule, ResponseStyle::Browser) => {
+                html_response(StatusCode::FORBIDDEN, "Forbidden", "This page is not available.", None)
+            }
+            (Denial::Unauthenticated { login_url }, ResponseStyle::Api) => {
+                let mut body = json!({"error": "unauthenticated", "message": "this route needs a Whop identity"});
+                if let Some(url) = &login_url {
+                    body["login_url"] = json!(url);
+                }
+                let mut response = json_response(StatusCode::UNAUTHORIZED, body);
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="whopgate""#),
+                );
+                response
+            }
+            (Denial::Unauthenticated { login_url: Some(url) }, ResponseStyle::Browser) => redirect(&url),
+            (Denial::Unauthenticated { login_url: None }, ResponseStyle::Browser) => html_response(
+                StatusCode::UNAUTHORIZED,
+                "Sign in required",
+                "Open this app from Whop to sign in.",
+                None,
+            ),
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A plain, self-contained page: no scripts, no external assets.
+fn html_response(status: StatusCode, title: &str, message: &str, link: Option<(&str, &str)>) -> Response<Bytes> {
+    let link = link
+        .map(|(href, text)| format!(r#"<p><a href="{}">{}</a></p>"#, escape_html(href), escape_html(text)))
+        .unwrap_or_default();
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
+         content=\"width=device-width\"><title>{title}</title></head>\n<body style=\"font-family:system-ui,\
+         sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem\"><h1>{title}</h1><p>{message}</p>{link}\
+         </body></html>\n",
+        title = escape_html(title),
+        message = escape_html(message),
+    );
+    let mut response = Response::new(Bytes::from(page));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn redirect(location: &str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::FOUND;
+    let headers = response.headers_mut();
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            headers.insert(header::LOCATION, v);
+        }
+        Err(_) => {
+            headers.insert(header::LOCATION, HeaderValue::from_static("/"));
+        }
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_of(response: &Response<Bytes>) -> serde_json::Value {
+        serde_json::from_slice(response.body()).unwrap()
+    }
+
+    #[test]
+    fn unauthenticated_api_has_www_authenticate() {
+        let r = Denial::Unauthenticated { login_url: None }.into_response(ResponseStyle::Api);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()["www-authenticate"], r#"Bearer realm="whopgate""#);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(json_of(&r)["error"], "unauthenticated");
+        assert!(json_of(&r).get("login_url").is_none());
+    }
+
+    #[test]
+    fn unauthenticated_browser_redirects_to_login_when_possible() {
+        let r = Denial::Unauthenticated {
+            login_url: Some("/.whopgate/login?rd=%2Fx".into()),
+        }
+        .into_response(ResponseStyle::Browser);
+        assert_eq!(r.status(), StatusCode::FOUND);
+        assert_eq!(r.headers()["location"], "/.whopgate/login?rd=%2Fx");
+        let r = Denial::Unauthenticated { login_url: None }.into_response(ResponseStyle::Browser);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            std::str::from_utf8(r.body())
+                .unwrap()
+                .contains("<h1>Sign in required</h1>")
+        );
+    }
+
+    #[test]
+    fn bad_path_is_400_both_ways() {
+        let r = Denial::BadPath(PathRejection::EncodedSlash).into_response(ResponseStyle::Api);
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(json_of(&r)["error"], "bad_request");
+        let r = Denial::BadPath(PathRejection::EncodedSlash).into_response(ResponseStyle::Browser);
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape_html(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

@@ -1,0 +1,76 @@
+//! One request's measurement and access-log line, emitted when its response body is done.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::Method;
+use http::header::HeaderValue;
+
+use crate::metrics::{Decision, Metrics};
+
+/// The access log's tracing target: filter it with `RUST_LOG=whopgate::access=off` (or `=info`).
+pub const ACCESS_TARGET: &str = "whopgate::access";
+
+/// What the access log says of a request, captured only when the access log is on.
+#[derive(Debug)]
+pub(crate) struct LogLine {
+    pub method: Method,
+    pub path: String,
+    pub rule: Option<Arc<str>>,
+    pub request_id: HeaderValue,
+    pub user: Option<Arc<str>>,
+    pub reason: &'static str,
+}
+
+/// Measures a request from its start until its response body is dropped.
+#[derive(Debug)]
+pub(crate) struct Record {
+    start: Instant,
+    decision: Decision,
+    status: u16,
+    metrics: Arc<Metrics>,
+    log: Option<Box<LogLine>>,
+}
+
+impl Record {
+    pub fn new(start: Instant, decision: Decision, metrics: Arc<Metrics>, log: Option<Box<LogLine>>) -> Self {
+        Self {
+            start,
+            decision,
+            status: 0,
+            metrics,
+            log,
+        }
+    }
+
+    pub fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+}
+
+/// Is the access log on? Checked once per request, so a disabled log costs nothing more.
+pub(crate) fn access_log_enabled() -> bool {
+    tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        self.metrics.observe_request(self.decision, elapsed.as_secs_f64());
+        if let Some(line) = self.log.take() {
+            tracing::info!(
+                target: ACCESS_TARGET,
+                method = %line.method,
+                path = %line.path,
+                status = self.status,
+                rule = %line.rule.as_deref().unwrap_or("-"),
+                decision = %self.decision.as_str(),
+                reason = %line.reason,
+                user = %line.user.as_deref().unwrap_or("-"),
+                duration_ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),
+                request_id = %line.request_id.to_str().unwrap_or("-"),
+                "request"
+            );
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Header rewriting on the way to the upstream and back: hop-by-hop headers, spoofed identity
+//! headers, and `X-Forwarded-*`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+use smallvec::SmallVec;
+
+/// The identity headers only the gate may set (SPEC §4). Compared after `_` → `-`.
+const IDENTITY_HEADERS: [&str; 3] = ["x-whop-user-id", "x-whop-access-level", "x-whop-resource-id"];
+/// Every header starting with this is the gate's to set.
+const GATE_HEADER_PREFIX: &str = "x-whopgate-";
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the de-facto ones) that never cross a proxy.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// `x-forwarded-for`
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-host`
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Is `name` one the gate owns, in any spelling a server might fold to it (`X_Whop_User_Id`)?
+///
+/// Header names reach us lower-cased, so only `_` needs folding.
+pub fn is_identity_header(name: &str) -> bool {
+    // Cheap reject: everything we own starts with "x-whop" / "x_whop".
+    let b = name.as_bytes();
+    if b.len() < 7 || !(b[0] == b'x' && (b[1] == b'-' || b[1] == b'_') && &b[2..6] == b"whop") {
+        return false;
+    }
+    let folded = |i: usize| if b[i] == b'_' { b'-' } else { b[i] };
+    let equals_folded =
+        |target: &str| target.len() == b.len() && target.bytes().enumerate().all(|(i, t)| folded(i) == t);
+    let starts_with_folded =
+        |prefix: &str| prefix.len() <= b.len() && prefix.bytes().enumerate().all(|(i, t)| folded(i) == t);
+    IDENTITY_HEADERS.iter().any(|h| equals_folded(h)) || starts_with_folded(GATE_HEADER_PREFIX)
+}
+
+/// Removes every client-supplied identity header (all spellings).
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    let doomed: SmallVec<[HeaderName; 4]> = headers
+        .keys()
+        .filter(|name| is_identity_header(name.as_str()))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+///
+/// With `keep_upgrade`, the `Upgrade` header survives and `Connection: upgrade` is set again, as an
+/// upgrade handshake needs both.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: SmallVec<[HeaderName; 4]> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(&name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Does the request ask to switch protocols (WebSocket)?
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Who sent the request and whether their forwarding headers are believed.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The TCP peer's address.
+    pub ip: IpAddr,
+    /// The peer is one of `trusted_proxies`.
+    pub trusted: bool,
+    /// The client connection is TLS.
+    pub tls: bool,
+}
+
+impl Peer {
+    /// Classifies `ip` against the trusted proxy list.
+    pub fn new(ip: IpAddr, tls: bool, trusted_proxies: &[IpNet]) -> Self {
+        let ip = ip.to_canonical();
+        Self {
+            ip,
+            trusted: trusted_proxies.iter().any(|net| net.contains(&ip)),
+            tls,
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For/Proto/Host`: appended to / kept from a trusted peer, replaced otherwise.
+/// Untrusted `Forwarded` and `X-Real-IP` are dropped so the upstream cannot be fooled by them.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) {
+    let peer_ip = ip_header_value(peer.ip);
+    if peer.trusted {
+        let mut joined: Vec<u8> = Vec::new();
+        for existing in headers.get_all(&X_FORWARDED_FOR) {
+            joined.extend_from_slice(existing.as_bytes());
+            joined.extend_from_slice(b", ");
+        }
+        let value = if joined.is_empty() {
+            peer_ip
+        } else {
+            joined.extend_from_slice(peer_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or(peer_ip)
+        };
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    } else {
+        headers.insert(X_FORWARDED_FOR.clone(), peer_ip);
+        headers.remove(header::FORWARDED);
+        headers.remove(&X_REAL_IP);
+    }
+    if !peer.trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        let proto = if peer.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !peer.trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+        match host {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    // An IP address always formats to a valid header value.
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_header_spellings() {
+        for name in [
+            "x-whop-user-id",
+            "x_whop_user_id",
+            "x-whop_access-level",
+            "x_whop_resource_id",
+            "x-whopgate-source",
+            "x-whopgate-anything",
+            "x_whopgate_anything",
+        ] {
+            assert!(is_identity_header(name), "{name}");
+        }
+        for name in [
+            "x-whop-user-token",
+            "x-whop",
+            "x-whopgate",
+            "x-whop-user-idx",
+            "accept",
+            "x-whopx-user-id",
+        ] {
+            assert!(!is_identity_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn strips_identity_and_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert("x-whop-user-id", HeaderValue::from_static("user_evil"));
+        h.insert("x_whop_access_level", HeaderValue::from_static("admin"));
+        h.insert("x-whop-user-token", HeaderValue::from_static("tok"));
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_identity_headers(&mut h);
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept", "x-whop-user-token"]);
+    }
+
+    #[test]
+    fn upgrade_keeps_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_from_untrusted_is_replaced() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("forwarded", HeaderValue::from_static("for=1.2.3.4"));
+        let host = HeaderValue::from_static("app.test");
+        set_forwarded(
+            &mut h,
+            &Peer::new("192.0.2.1".parse().unwrap(), false, &trusted),
+            Some(&host),
+        );
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.test");
+        assert!(!h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn forwarded_from_trusted_is_appended() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("public.test"));
+        set_forwarded(&mut h, &Peer::new("10.1.2.3".parse().unwrap(), false, &trusted), None);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "public.test");
+    }
+
+    #[test]
+    fn ipv4_mapped_peer_is_canonical() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let peer = Peer::new("::ffff:127.0.0.1".parse().unwrap(), false, &trusted);
+        assert!(peer.trusted);
+        assert_eq!(peer.ip.to_string(), "127.0.0.1");
+    }
+}

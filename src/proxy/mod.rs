@@ -1,0 +1,203 @@
+//! Forwarding to the upstream: where a request that the gate cleared is sent on.
+//!
+//! [`ProxyService`] is a tower service over `Request<Incoming>` that streams the request body to
+//! the upstream and the response body back, frame by frame, on pooled keep-alive connections
+//! (one pool per worker thread). It rewrites only what a proxy must: hop-by-hop headers,
+//! `X-Forwarded-*`, the request target, and WebSocket upgrades, which it tunnels.
+//!
+//! The gate in front of it (see [`crate::gate`]) has already normalised the path, removed spoofed
+//! identity headers and set the real ones.
+
+mod body;
+mod error;
+pub mod headers;
+mod pool;
+mod upgrade;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+pub use body::ProxyBody;
+pub use error::ProxyError;
+pub use headers::Peer;
+pub use pool::{UpstreamAddr, UpstreamPool};
+
+use crate::metrics::Metrics;
+use pool::UpstreamSender;
+
+/// What every worker's proxy shares: the upstream, its timeout and the metrics.
+#[derive(Debug)]
+pub struct Proxy {
+    upstream: UpstreamAddr,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` (`host:port`) that gives up on a response head after `timeout`.
+    pub fn new(upstream: UpstreamAddr, timeout: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            upstream,
+            timeout,
+            metrics,
+        })
+    }
+
+    /// A fresh connection pool, one per worker thread.
+    pub fn new_pool(&self) -> Arc<UpstreamPool> {
+        UpstreamPool::new(self.upstream.clone())
+    }
+
+    /// The service for one client connection from `peer`, using the worker's `pool`.
+    pub fn service(self: &Arc<Self>, pool: Arc<UpstreamPool>, peer: Peer) -> ProxyService {
+        ProxyService {
+            proxy: self.clone(),
+            pool,
+            peer,
+        }
+    }
+}
+
+/// Forwards requests of one client connection to the upstream.
+#[derive(Debug, Clone)]
+pub struct ProxyService {
+    proxy: Arc<Proxy>,
+    pool: Arc<UpstreamPool>,
+    peer: Peer,
+}
+
+impl tower_service::Service<Request<Incoming>> for ProxyService {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.forward(req).await) })
+    }
+}
+
+impl ProxyService {
+    async fn forward(self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        prepare_request(&mut req, &self.peer, upgrade);
+
+        let sent = tokio::time::timeout(self.proxy.timeout, self.send(req)).await;
+        let (mut response, sender) = match sent {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(e)) => return self.fail(e),
+            Err(_) => return self.fail(ProxyError::Timeout(self.proxy.timeout)),
+        };
+        self.proxy.metrics.upstream_status(response.status().as_u16());
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let (Some(client), true) = (client_upgrade, upgrade) else {
+                // An upstream that switches protocols unasked cannot be followed.
+                return self.fail(ProxyError::UnexpectedUpgrade);
+            };
+            let upstream = hyper::upgrade::on(&mut response);
+            upgrade::tunnel(client, upstream);
+            let (mut parts, _) = response.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, true);
+            return Response::from_parts(parts, ProxyBody::empty());
+        }
+
+        let (mut parts, body) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        // Our answer to the client is HTTP/1.1 (or h2) whatever the upstream spoke.
+        parts.version = Version::HTTP_11;
+        Response::from_parts(parts, ProxyBody::upstream(body, Some((sender, self.pool.clone()))))
+    }
+
+    fn fail(&self, error: ProxyError) -> Response<ProxyBody> {
+        self.proxy.metrics.upstream_error();
+        tracing::warn!(error = %error, upstream = %self.proxy.upstream.authority, "upstream request failed");
+        error.into_response()
+    }
+
+    /// Sends on a pooled connection when one is open, else on a new one. A request that a stale
+    /// pooled connection gives back unsent is sent again on a new connection.
+    async fn send(&self, mut req: Request<Incoming>) -> Result<(Response<Incoming>, UpstreamSender), ProxyError> {
+        while let Some(mut sender) = self.pool.take() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok((response, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(ProxyError::Upstream(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.pool.connect().await.map_err(ProxyError::Connect)?;
+        sender.ready().await.map_err(ProxyError::Upstream)?;
+        let response = sender.send_request(req).await.map_err(ProxyError::Upstream)?;
+        Ok((response, sender))
+    }
+}
+
+/// Rewrites a request for the upstream: origin-form target, `Host`, hop-by-hop and forwarding
+/// headers, HTTP/1.1.
+fn prepare_request<B>(req: &mut Request<B>, peer: &Peer, upgrade: bool) {
+    let host = match req.headers().get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => {
+            let from_uri = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            if let Some(h) = &from_uri {
+                req.headers_mut().insert(header::HOST, h.clone());
+            }
+            from_uri
+        }
+    };
+    headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+    headers::set_forwarded(req.headers_mut(), peer, host.as_ref());
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let target = req.uri().path_and_query().cloned();
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = target;
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    *req.version_mut() = Version::HTTP_11;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2_request_becomes_origin_form_with_host() {
+        let mut req = Request::builder()
+            .version(Version::HTTP_2)
+            .uri("http://app.test:8080/a/b?x=1")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let peer = Peer::new("127.0.0.1".parse().unwrap(), false, &[]);
+        prepare_request(&mut req, &peer, false);
+        assert_eq!(req.uri(), "/a/b?x=1");
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.headers()["host"], "app.test:8080");
+        assert_eq!(req.headers()["x-forwarded-host"], "app.test:8080");
+        assert_eq!(req.headers()["x-forwarded-for"], "127.0.0.1");
+        assert!(!req.headers().contains_key("te"));
+    }
+}

@@ -1,0 +1,148 @@
+//! `whopgate` (no subcommand): the sidecar reverse proxy, from config to a draining exit.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::admin::{AdminServer, Readiness};
+use crate::config::Config;
+use crate::gate::{Gate, GateError};
+use crate::proxy::{Proxy, UpstreamAddr};
+use crate::server::{ConnectionLimits, Server, ServerSettings};
+
+/// Why the sidecar stopped with an error.
+#[derive(Debug)]
+pub enum RunError {
+    /// The config has no `upstream`, which the sidecar forwards to.
+    NoUpstream,
+    /// The gate could not be built.
+    Gate(GateError),
+    /// A listener could not be bound.
+    Bind {
+        /// What was being bound (`listen` or `admin_listen`).
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::NoUpstream => f.write_str("the config has no `upstream`: set upstream = \"http://host:port\""),
+            RunError::Gate(e) => write!(f, "could not build the gate: {e}"),
+            RunError::Bind { what, addr, source } => write!(f, "could not listen on {addr} ({what}): {source}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Gate(e) => Some(e),
+            RunError::Bind { source, .. } => Some(source),
+            RunError::NoUpstream => None,
+        }
+    }
+}
+
+/// Worker threads: `WHOPGATE_WORKERS`, else one per core.
+fn worker_count() -> usize {
+    std::env::var("WHOPGATE_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Runs the sidecar until SIGTERM or SIGINT, then drains and returns.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let upstream = config.upstream.clone().ok_or(RunError::NoUpstream)?;
+    let authority = upstream
+        .authority()
+        .map(|a| a.to_string())
+        .ok_or(RunError::NoUpstream)?;
+    let gate = Gate::from_config(&config).await.map_err(RunError::Gate)?;
+    let metrics = gate.metrics().clone();
+    let proxy = Proxy::new(UpstreamAddr { authority }, config.upstream_timeout, metrics.clone());
+    let readiness = Arc::new(Readiness::default());
+    let (stop_admin, admin_stopped) = watch::channel(false);
+
+    let admin_addr = match config.admin_listen {
+        Some(addr) => {
+            let admin = AdminServer::bind(addr).await.map_err(|source| RunError::Bind {
+                what: "admin_listen",
+                addr,
+                source,
+            })?;
+            let bound = admin.local_addr().ok();
+            tokio::spawn(admin.serve(metrics, readiness.clone(), admin_stopped));
+            bound
+        }
+        None => None,
+    };
+
+    let settings = ServerSettings {
+        listen: config.listen,
+        workers: worker_count(),
+        limits: ConnectionLimits {
+            header_read_timeout: config.limits.header_read_timeout,
+            max_header_bytes: config.limits.max_header_bytes,
+        },
+        max_connections: config.limits.max_connections,
+        drain_timeout: config.limits.drain_timeout,
+        trusted_proxies: config.trusted_proxies.clone(),
+    };
+    let workers = settings.workers;
+    let server = Server::start(settings, gate, proxy).map_err(|source| RunError::Bind {
+        what: "listen",
+        addr: config.listen,
+        source,
+    })?;
+    readiness.set(true);
+    tracing::info!(
+        listen = %server.local_addr(),
+        upstream = %upstream,
+        routes = config.routes.len(),
+        admin = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        workers,
+        "whopgate ready"
+    );
+
+    let signal = wait_for_signal().await;
+    tracing::info!(
+        signal,
+        drain_timeout = %humantime::format_duration(config.limits.drain_timeout),
+        "shutting down: no new connections; finishing in-flight requests"
+    );
+    readiness.set(false);
+    server.shutdown().await;
+    let _ = stop_admin.send(true);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C) and names it.
+pub async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

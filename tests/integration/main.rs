@@ -1,0 +1,5 @@
+//! Integration tests: the real `whopgate` binary over real sockets, with real upstream servers.
+
+mod support;
+
+mod forwarding;

@@ -1,0 +1,37 @@
+//! Shared test support: the real whopgate process and a real upstream app.
+#![allow(dead_code)]
+
+pub mod process;
+pub mod upstream;
+
+pub use process::Whopgate;
+pub use upstream::Upstream;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Sends raw bytes on a fresh connection and returns everything read until the server closes
+/// (or 5 s pass). For requests a client library would "fix" before sending.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 response.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A config with the given upstream and extra TOML (routes etc.), listening on a free port.
+pub fn config(upstream: &str, rest: &str) -> String {
+    format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{rest}\n")
+}
