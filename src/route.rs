@@ -109,12 +109,15 @@ impl Rule {
 }
 
 /// `rule` is a segment prefix of `path`: equal, or followed by `/` in `path`, or `/` itself.
+///
+/// A `;` also ends the segment: servers that cut path parameters read `/admin;x` as `/admin`,
+/// so the `/admin` rule must cover it.
 fn is_segment_prefix(rule: &str, path: &str) -> bool {
     if rule == "/" {
         return true;
     }
     match path.strip_prefix(rule) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with(';'),
         None => false,
     }
 }
@@ -292,6 +295,8 @@ mod tests {
         assert_eq!(matched(&t, Method::GET, None, "/assets/"), Some(0));
         assert_eq!(matched(&t, Method::GET, None, "/assets/app.js"), Some(0));
         assert_eq!(matched(&t, Method::GET, None, "/assetsX"), None);
+        assert_eq!(matched(&t, Method::GET, None, "/assets;jsessionid=1"), Some(0));
+        assert_eq!(matched(&t, Method::GET, None, "/assets;x/y"), Some(0));
         assert_eq!(matched(&t, Method::GET, None, "/"), None);
     }
 

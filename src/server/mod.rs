@@ -129,13 +129,6 @@ impl Worker {
         let layer = self.gate.layer();
         let tracker = TaskTracker::new();
         loop {
-            let permit = tokio::select! {
-                permit = self.slots.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = crate::server::stopped(&mut self.shutdown) => break,
-            };
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
@@ -145,6 +138,16 @@ impl Worker {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                },
+                _ = crate::server::stopped(&mut self.shutdown) => break,
+            };
+            // At the limit, this worker holds the one connection it accepted and stops accepting:
+            // the rest wait in the kernel's backlog. Taking the slot after accept (not before)
+            // means an idle worker never sits on a slot another worker's client needs.
+            let permit = tokio::select! {
+                permit = self.slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
                 },
                 _ = crate::server::stopped(&mut self.shutdown) => break,
             };

@@ -2,4 +2,7 @@
 
 mod support;
 
+mod failures;
 mod forwarding;
+mod paths;
+mod streaming;

@@ -44,6 +44,7 @@ pub struct Upstream {
     /// Its address.
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -54,15 +55,14 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let up = Upstream {
-            addr,
-            seen: seen.clone(),
-        };
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let up = Upstream { addr, seen: seen.clone(), connections: connections.clone() };
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let seen = seen.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| handle(req, seen.clone()));
@@ -84,6 +84,11 @@ impl Upstream {
     /// Every request seen so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The last request seen.
