@@ -255,13 +255,17 @@ fn read_limits(r: &mut Reader<'_>, root: &Table<'_, '_>) -> Limits {
 /// `[whop]` and where its keys are, for the cross-field rules.
 struct Whop {
     config: WhopConfig,
-    span: Range<usize>,
-    /// `api_key` is written (possibly empty or invalid).
+    /// Where `[whop]` is, when present.
+    span: Option<Range<usize>>,
+    /// Where `api_key` is, when written (possibly empty or invalid).
     api_key_span: Option<Range<usize>>,
+    /// The `${VARS}` `api_key` came from, to explain an empty value.
     api_key_vars: Vec<String>,
-    /// `api_key` or `app_id` had a problem of its own already reported.
+    /// `api_key` had a problem of its own, already reported.
     api_key_failed: bool,
+    /// Where `app_id` is, when written.
     app_id_span: Option<Range<usize>>,
+    /// `app_id` had a problem of its own, already reported.
     app_id_failed: bool,
 }
 
@@ -315,7 +319,7 @@ fn read_whop(r: &mut Reader<'_>, root: &Table<'_, '_>) -> Whop {
     };
     Whop {
         config,
-        span: t.span.clone(),
+        span: t.present().then(|| t.span.clone()),
         api_key_span: t.get("api_key").map(Value::span),
         api_key_vars,
         api_key_failed,
@@ -863,7 +867,11 @@ fn read_route(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<RouteDraft> {
     let mut require: Vec<String> = Vec::new();
     let mut require_spans = Vec::new();
     let mut require_written = 0;
-    if let Some((_, items)) = r.list(t, "require") {
+    let require_list = r.list(t, "require");
+    // A `require` or `public` of the wrong type is reported already; judging the pair would
+    // only add noise.
+    let mut pair_readable = t.has("require") == require_list.is_some();
+    if let Some((_, items)) = require_list {
         require_written = items.len();
         for got in items
             .iter()
@@ -876,15 +884,17 @@ fn read_route(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<RouteDraft> {
         }
     }
 
+    let before = r.error_count();
     let public = r.bool(t, "public").unwrap_or(false);
-    if public && require_written > 0 {
+    pair_readable &= r.error_count() == before;
+    if pair_readable && public && require_written > 0 {
         let span = t.key_span("require").unwrap_or_else(|| t.span.clone());
         r.error(
             &span,
             Problem::new("this route is `public = true` but also has `require`")
                 .hint("remove `require` to keep it public, or remove `public = true` to gate it"),
         );
-    } else if !public && require_written == 0 {
+    } else if pair_readable && !public && require_written == 0 {
         let span = t.key_span("require").unwrap_or_else(|| t.span.clone());
         r.error(
             &span,
@@ -963,12 +973,10 @@ fn check_app_id(r: &mut Reader<'_>, whop: &Whop, identity: &Identity) {
     {
         return;
     }
-    let fallback = whop
-        .app_id_span
-        .clone()
-        .unwrap_or_else(|| whop.span.clone());
+    // The `user_token` entry if sources are listed, else the empty `app_id`, else [whop].
+    let fallback = whop.app_id_span.clone().or_else(|| whop.span.clone());
     let span = identity
-        .source_span(SourceKind::UserToken, Some(&fallback))
+        .source_span(SourceKind::UserToken, fallback.as_ref())
         .unwrap_or(0..0);
     r.error(
         &span,
@@ -1017,8 +1025,10 @@ fn check_api_key(
             format!("is empty{}", empty_var_note(&whop.api_key_vars)),
             span.clone(),
         ),
-        None if whop.span != (0..0) => ("is missing".to_owned(), whop.span.clone()),
-        None => ("is missing".to_owned(), fallback.unwrap_or(0..0)),
+        None => (
+            "is missing".to_owned(),
+            whop.span.clone().or(fallback).unwrap_or(0..0),
+        ),
     };
     r.error(
         &span,
@@ -1683,6 +1693,20 @@ checkout_url = "https://whop.com/checkout/plan_x"
             (format!("route = []\n{WHOP}"), "[]", "add at least one [[route]]"),
             (format!("{WHOP}access_api = \"members\"\n\n[[route]]\npath = \"/\"\nrequire = [\"biz_a\", \"prod_a\"]\n"), "\"prod_a\"", "only answers for companies"),
             (format!("{WHOP}access_api = \"memberships_v5\"\n\n[[route]]\npath = \"/\"\nrequire = [\"prod_a\"]\naccess_level = \"admin\"\n"), "\"admin\"", "membership lists do not say who is a team member"),
+            (route("path = \"/a\"\nrequire = \"prod_a\""), "\"prod_a\"", "`require` must be a list, found a string"),
+            (route("path = \"/a\"\nrequire = [\"prod_a\"]\npublic = \"no\""), "\"no\"", "`public` must be true or false"),
+            (format!("route = \"x\"\n{WHOP}"), "\"x\"", "`route` must be a list of tables, found a string"),
+            (format!("route = [1]\n{WHOP}"), "1]", "each route must be a table, found an integer"),
+            // integers, booleans and tables from odd places
+            (table("[limits]\nmax_connections = -5"), "-5", "at least 1; found -5"),
+            (table("[limits]\nmax_connections = 0x0"), "0x0", "at least 1; found 0"),
+            (table("[limits]\nmax_connections = \"${MAX_UNSET}\""), "\"${MAX_UNSET}\"", "environment variable `MAX_UNSET` is not set"),
+            (table("[limits]\nmax_connections = \"${YES}\""), "\"${YES}\"", "its variable gives something else"),
+            (table("[mirror]\nenabled = \"${MAX}\""), "\"${MAX}\"", "must be true or false, but its variable gives something else"),
+            (table("[cache]\nttl = \"${MAX}\""), "\"${MAX}\"", "`cache.ttl`: `42` has no unit"),
+            (table("[identity]\nsession = 5"), "session = |5", "`identity.session` must be a table, found an integer"),
+            (table("[cache]\nttl = true"), "true", "`cache.ttl` must be a duration string, found a boolean"),
+            (table("[cache]\nttl = 1979-05-27"), "1979", "found a date-time"),
             // TOML syntax
             (top("listen = \"127.0.0.1:8080"), "\n[whop]", "invalid TOML: invalid basic string"),
             (top("listen = \"127.0.0.1:8080\"\nlisten = \"127.0.0.1:8081\""), "listen = \"127.0.0.1:8081", "invalid TOML: duplicate key"),

@@ -544,6 +544,10 @@ pub(crate) fn pem_public_key(text: &str) -> Result<String, Problem> {
         ))
         .hint("use a `-----BEGIN PUBLIC KEY-----` (SubjectPublicKeyInfo) block"));
     }
+    if body.contains("-----BEGIN") {
+        return Err(Problem::new("this entry holds more than one PEM block")
+            .hint("put exactly one key in each entry of `public_keys`"));
+    }
     let end = "-----END PUBLIC KEY-----";
     let Some(base64) = body.strip_suffix(end) else {
         return Err(
@@ -950,7 +954,7 @@ mod tests {
             .contains("base64")
         );
         let two = format!("{PEM}{PEM}");
-        assert!(pem_public_key(&two).is_err());
+        assert!(message(pem_public_key(&two)).contains("more than one PEM block"));
     }
 
     #[test]
