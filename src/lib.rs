@@ -1,4 +1,3 @@
 //! whopgate: the gate in front of an app sold on Whop.
-#![warn(missing_docs)]
 
 pub mod config;

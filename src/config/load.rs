@@ -903,39 +903,45 @@ fn read_route(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<RouteDraft> {
         );
     }
 
+    let host = r
+        .parse_opt(t, "host", values::host_pattern)
+        .map(|g| g.value);
+    let access_level = r
+        .choice(
+            t,
+            "access_level",
+            AccessLevel::parse,
+            &AccessLevel::spellings(),
+        )
+        .unwrap_or_default();
+    let mode = r
+        .choice(t, "mode", RouteMode::parse, &RouteMode::spellings())
+        .unwrap_or_default();
+    let on_whop_error = r
+        .choice(
+            t,
+            "on_whop_error",
+            OnWhopError::parse,
+            &OnWhopError::spellings(),
+        )
+        .unwrap_or_default();
+    let checkout_url = r
+        .parse_opt(t, "checkout_url", |s| {
+            values::http_url(s, "https://whop.com/checkout/plan_xxxxxxxxxxxxxx")
+        })
+        .map(|g| g.value);
     let (line, column) = r.position(&t.span);
+    // Only now give up on a route without a usable path: every other key has been checked.
     let config = RouteConfig {
         path: path?,
         methods,
-        host: r
-            .parse_opt(t, "host", values::host_pattern)
-            .map(|g| g.value),
+        host,
         public,
         require,
-        access_level: r
-            .choice(
-                t,
-                "access_level",
-                AccessLevel::parse,
-                &AccessLevel::spellings(),
-            )
-            .unwrap_or_default(),
-        mode: r
-            .choice(t, "mode", RouteMode::parse, &RouteMode::spellings())
-            .unwrap_or_default(),
-        on_whop_error: r
-            .choice(
-                t,
-                "on_whop_error",
-                OnWhopError::parse,
-                &OnWhopError::spellings(),
-            )
-            .unwrap_or_default(),
-        checkout_url: r
-            .parse_opt(t, "checkout_url", |s| {
-                values::http_url(s, "https://whop.com/checkout/plan_xxxxxxxxxxxxxx")
-            })
-            .map(|g| g.value),
+        access_level,
+        mode,
+        on_whop_error,
+        checkout_url,
         line,
         column,
     };
@@ -1793,6 +1799,23 @@ path = "/"
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert_eq!(all.lines().count(), 5);
+    }
+
+    #[test]
+    fn a_route_with_a_bad_path_still_has_its_other_keys_checked() {
+        let text = route(
+            "path = \"/api/*\"\nrequire = [\"prod_a\"]\nmode = \"API\"\nhost = \"a b\"\ncheckout_url = \"x\"",
+        );
+        let shown: Vec<String> = load_err(&text).iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 4, "{shown:#?}");
+        assert!(
+            shown[0].contains("`path`") && shown[1].contains("`mode`"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[2].contains("`host`") && shown[3].contains("`checkout_url`"),
+            "{shown:#?}"
+        );
     }
 
     #[test]

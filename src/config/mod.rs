@@ -30,6 +30,8 @@
 //! and carries on with the default. Cross-field rules run on what was read. Only when nothing was
 //! recorded is a [`Config`] returned; otherwise every problem is, in file order.
 
+#![warn(missing_docs)]
+
 mod duration;
 mod enums;
 mod env;

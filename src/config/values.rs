@@ -170,7 +170,7 @@ pub(crate) fn upstream_uri(text: &str) -> Result<Uri, Problem> {
         .is_some_and(|s| s.eq_ignore_ascii_case("https"))
     {
         return Err(
-            Problem::new(format!("`{text}`: https upstreams are not supported yet"))
+            Problem::new(format!("https upstreams are not supported yet: `{text}`"))
                 .hint("use `http://` to reach the app on a local or private address"),
         );
     }
