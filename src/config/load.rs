@@ -1095,6 +1095,7 @@ mod tests {
             "SHORT" => Some("hunter2".into()),
             "MAX" => Some("42".into()),
             "YES" => Some("true".into()),
+            "WEIRD" => Some("a\"b'c\n[whop]\n#d = ${YES}".into()),
             _ => None,
         }
     }
@@ -1848,6 +1849,9 @@ enabled = "${YES}"
 [cache]
 ttl = "${TTL}"
 
+[webhook]
+secret = "${WEIRD}"
+
 [[route]]
 path = "/"
 require = ["${PRODUCT}", "prod_b"]
@@ -1865,6 +1869,11 @@ require = ["${PRODUCT}", "prod_b"]
         );
         assert_eq!(c.routes[0].require, ["prod_fromenv", "prod_b"]);
         assert_eq!(c.resources(), ["prod_fromenv", "prod_b"]);
+        // Substituted after parsing: quotes, newlines and `${` in a value change nothing else.
+        assert_eq!(
+            c.webhook.secret.as_ref().map(Secret::expose),
+            Some("a\"b'c\n[whop]\n#d = ${YES}")
+        );
     }
 
     #[test]
