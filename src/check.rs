@@ -14,26 +14,68 @@ pub fn report(config: &Config) -> String {
     let table = RouteTable::new(&config.routes);
     let mut out = String::new();
     let _ = writeln!(out, "{}: ok", config.file);
-    let _ = writeln!(out, "  listen    {}", config.listen);
     let upstream = config
         .upstream
         .as_ref()
         .map_or_else(|| "none".to_owned(), ToString::to_string);
-    let _ = writeln!(out, "  upstream  {upstream}");
+    let sources: Vec<&str> = config.identity.sources.iter().map(|s| s.as_str()).collect();
+    let admin = config.admin_listen.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let _ = writeln!(out, "  listen     {}", config.listen);
+    let _ = writeln!(out, "  upstream   {upstream}");
+    let _ = writeln!(out, "  admin      {admin}");
+    let _ = writeln!(out, "  identity   {}", sources.join(", "));
+    let _ = writeln!(
+        out,
+        "  whop       {} ({})",
+        config.whop.api_base,
+        config.whop.access_api.as_str()
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "routes (first match wins):");
-    let width = table.rules().iter().map(|r| r.conditions().len()).max().unwrap_or(0);
+    let mut rows = vec![[
+        "#".to_owned(),
+        "path".into(),
+        "methods".into(),
+        "host".into(),
+        "requires".into(),
+        "line".into(),
+    ]];
     for rule in table.rules() {
-        let _ = writeln!(
-            out,
-            "  {:>2}  {:<width$}  -> {}{}",
-            rule.index + 1,
-            rule.conditions(),
-            rule.requirement(),
-            extras(rule)
-        );
+        rows.push([
+            (rule.index + 1).to_string(),
+            rule.path.clone(),
+            rule.methods_text(),
+            rule.host.as_ref().map_or_else(|| "any".to_owned(), ToString::to_string),
+            format!("{}{}", rule.requirement(), extras(rule)),
+            rule.line.to_string(),
+        ]);
     }
-    let _ = writeln!(out, "  {:>2}  {:<width$}  -> denied (403)", "*", "anything else");
+    rows.push([
+        "*".into(),
+        "anything else".into(),
+        String::new(),
+        String::new(),
+        "denied (403)".into(),
+        String::new(),
+    ]);
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let mut line = String::from("  ");
+        for (c, cell) in row.iter().enumerate() {
+            let pad = widths[c] - cell.chars().count();
+            if c == 0 || c == 5 {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            }
+            line.push_str("  ");
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
     for warning in warnings(config, &table) {
         let _ = writeln!(out, "{warning}");
     }
@@ -64,6 +106,7 @@ pub fn warnings(config: &Config, table: &RouteTable) -> Vec<String> {
         .collect()
 }
 
+/// The non-default settings of a protected rule, e.g. ` [mode=api, checkout=https://…]`.
 fn extras(rule: &Rule) -> String {
     let mut parts = Vec::new();
     if !rule.public {
@@ -77,8 +120,11 @@ fn extras(rule: &Rule) -> String {
             parts.push(format!("checkout={url}"));
         }
     }
-    parts.push(format!("line {}", rule.line));
-    format!("  ({})", parts.join(", "))
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", parts.join(", "))
+    }
 }
 
 /// The `explain` answer for one request.

@@ -88,21 +88,23 @@ impl Rule {
         }
     }
 
-    /// The rule's match conditions, in words: `/api GET,POST host=a.example.com`.
+    /// The rule's methods, `GET,POST`, or `any`.
+    pub fn methods_text(&self) -> String {
+        match &self.methods {
+            Some(ms) => ms.iter().map(Method::as_str).collect::<Vec<_>>().join(","),
+            None => "any".to_owned(),
+        }
+    }
+
+    /// The rule's match conditions, in words: `/api, GET,POST, host a.example.com`.
     pub fn conditions(&self) -> String {
         let mut out = self.path.clone();
-        out.push_str("  ");
-        match &self.methods {
-            Some(ms) => {
-                let names: Vec<&str> = ms.iter().map(Method::as_str).collect();
-                out.push_str(&names.join(","));
-            }
-            None => out.push_str("any method"),
+        if self.methods.is_some() {
+            out.push_str(", ");
+            out.push_str(&self.methods_text());
         }
-        out.push_str("  ");
-        match &self.host {
-            Some(h) => out.push_str(&format!("host {h}")),
-            None => out.push_str("any host"),
+        if let Some(h) = &self.host {
+            out.push_str(&format!(", host {h}"));
         }
         out
     }

@@ -13,6 +13,9 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::from_toml(r#"
+//!     [whop]
+//!     app_id = "app_xxxxxxxxxxxxxx"
+//!
 //!     [[route]]
 //!     path = "/assets"
 //!     public = true

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cli;
 mod failures;
 mod forwarding;
 mod paths;

@@ -31,7 +31,14 @@ pub fn status_of(response: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// A config with the given upstream and extra TOML (routes etc.), listening on a free port.
+/// A config with the given upstream and extra TOML (routes etc.), listening on free ports.
+/// Top-level keys in `rest` must come before its tables. A `[whop]` table is added when `rest`
+/// has none; nothing in these tests reaches Whop.
 pub fn config(upstream: &str, rest: &str) -> String {
-    format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{rest}\n")
+    let whop = if rest.contains("[whop]") {
+        ""
+    } else {
+        "\n[whop]\napi_key = \"test-key\"\napp_id = \"app_testapp0000001\"\napi_base = \"http://127.0.0.1:9\"\n"
+    };
+    format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{rest}\n{whop}")
 }

@@ -56,7 +56,11 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let up = Upstream { addr, seen: seen.clone(), connections: connections.clone() };
+        let up = Upstream {
+            addr,
+            seen: seen.clone(),
+            connections: connections.clone(),
+        };
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {

@@ -1,0 +1,242 @@
+//! `whopgate check`, `whopgate explain`, `--help` and `--version`, as a user runs them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::process::binary;
+
+const EXAMPLE_ENV: [(&str, &str); 4] = [
+    ("WHOP_API_KEY", "test-api-key"),
+    ("WHOP_CLIENT_SECRET", "test-client-secret"),
+    ("WHOPGATE_COOKIE_SECRET", "0123456789abcdef0123456789abcdef-test"),
+    ("WHOP_WEBHOOK_SECRET", "ws_test"),
+];
+
+fn example() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+}
+
+fn whopgate(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(binary());
+    command.args(args).env_remove("WHOPGATE_CONFIG");
+    for (name, _) in EXAMPLE_ENV {
+        command.env_remove(name);
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run whopgate")
+}
+
+fn with_config(text: &str, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("whopgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut all: Vec<&str> = args.to_vec();
+    let path = path.to_str().unwrap().to_owned();
+    all.extend(["--config", &path]);
+    whopgate(&all, &[])
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const VALID: &str = r#"listen = "127.0.0.1:8080"
+upstream = "http://127.0.0.1:3000"
+
+[whop]
+api_key = "k"
+app_id = "app_xxxxxxxxxxxxxx"
+
+[[route]]
+path = "/assets"
+public = true
+
+[[route]]
+path = "/"
+require = ["prod_aaaaaaaaaaaaaa"]
+"#;
+
+#[test]
+fn check_accepts_the_example_config_and_prints_the_route_table() {
+    let out = whopgate(&["check", "--config", example().to_str().unwrap()], &EXAMPLE_ENV);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "config.example.toml: ok",
+        "/assets",
+        "public",
+        "admin of biz_xxxxxxxxxxxxxx",
+        "GET,POST",
+        "customer of any of prod_aaaaaaaaaaaaaa, prod_bbbbbbbbbbbbbb",
+        "anything else",
+        "denied (403)",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // Match order is file order.
+    let table = &text[text.find("routes (first match wins)").unwrap()..];
+    let order: Vec<usize> = ["  /assets ", "  /admin ", "  /api ", "  / "]
+        .iter()
+        .map(|p| table.find(p).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+}
+
+#[test]
+fn check_without_the_example_env_names_each_unset_variable() {
+    let out = whopgate(&["check", "--config", example().to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for name in [
+        "WHOP_API_KEY",
+        "WHOP_CLIENT_SECRET",
+        "WHOPGATE_COOKIE_SECRET",
+        "WHOP_WEBHOOK_SECRET",
+    ] {
+        assert!(err.contains(name), "{name} not named in:\n{err}");
+    }
+}
+
+/// Each broken config exits 2 and names the problem and its line.
+#[test]
+fn check_rejects_broken_configs_naming_problem_and_line() {
+    let cases: [(&str, String, &str, &str); 5] = [
+        (
+            "misspelt key",
+            VALID.replace("upstream =", "upsteam ="),
+            ":2:",
+            "did you mean `upstream`",
+        ),
+        (
+            "bad duration",
+            VALID.replace(
+                "upstream = \"http://127.0.0.1:3000\"",
+                "upstream = \"http://127.0.0.1:3000\"\nupstream_timeout = \"30 parsecs\"",
+            ),
+            ":3:",
+            "upstream_timeout",
+        ),
+        (
+            "unset variable",
+            VALID.replace("api_key = \"k\"", "api_key = \"${WHOPGATE_TEST_SURELY_UNSET}\""),
+            ":5:",
+            "WHOPGATE_TEST_SURELY_UNSET",
+        ),
+        (
+            "invalid CIDR",
+            VALID.replace(
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.0/33\"]",
+            ),
+            ":2:",
+            "10.0.0.0/33",
+        ),
+        (
+            "no route",
+            VALID[..VALID.find("[[route]]").unwrap()].to_owned(),
+            ":",
+            "[[route]]",
+        ),
+    ];
+    for (what, text, line, needle) in cases {
+        let out = with_config(&text, &["check"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {needle:?} not in:\n{err}");
+        assert!(
+            err.contains(&format!("whopgate.toml{line}")),
+            "{what}: line {line} not in:\n{err}"
+        );
+        assert!(
+            stdout(&out).is_empty(),
+            "{what}: printed a route table for a broken config"
+        );
+    }
+}
+
+#[test]
+fn check_reports_every_problem_at_once() {
+    let text = VALID
+        .replace("upstream =", "upsteam =")
+        .replace("api_key = \"k\"", "api_key = \"k\"\ntimeout = \"soon\"")
+        .replace("public = true", "public = true\nmethods = [\"G ET\"]");
+    let out = with_config(&text, &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().filter(|l| l.contains("error:")).count(), 3, "{err}");
+}
+
+#[test]
+fn check_warns_about_shadowed_rules() {
+    let text = format!("{VALID}\n[[route]]\npath = \"/late\"\npublic = true\n");
+    let out = with_config(&text, &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("warning: route 3 (/late) never matches: route 2 (/"),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_names_the_matching_rule() {
+    let cases = [
+        (["GET", "/assets/app.js"].as_slice(), "rule      1 (/assets", "public"),
+        (
+            &["POST", "/anything"],
+            "rule      2 (/",
+            "customer of prod_aaaaaaaaaaaaaa",
+        ),
+        (
+            &["GET", "/assets/../secret"],
+            "normalised to /secret",
+            "customer of prod_aaaaaaaaaaaaaa",
+        ),
+        (
+            &["GET", "/a%2Fb"],
+            "rejected: the request path contains an encoded slash",
+            "400 bad request",
+        ),
+    ];
+    for (args, first, second) in cases {
+        let mut all = vec!["explain"];
+        all.extend_from_slice(args);
+        let out = with_config(VALID, &all);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.contains(first) && text.contains(second), "{args:?}:\n{text}");
+    }
+    let only_api = VALID.replace("path = \"/\"", "path = \"/api\"");
+    let out = with_config(&only_api, &["explain", "GET", "/other", "--host", "app.example.com"]);
+    let text = stdout(&out);
+    assert!(text.contains("none matches") && text.contains("403"), "{text}");
+}
+
+#[test]
+fn help_version_and_usage_errors() {
+    let out = whopgate(&["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    for word in ["check", "explain", "--config"] {
+        assert!(stdout(&out).contains(word), "{word} missing from --help");
+    }
+    let out = whopgate(&["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).starts_with("whopgate "));
+    let out = whopgate(&["frobnicate"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = whopgate(&["explain", "GET"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn run_with_a_missing_config_exits_2() {
+    let out = whopgate(&["--config", "/nonexistent/whopgate.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/whopgate.toml"), "{}", stderr(&out));
+}
