@@ -8,7 +8,7 @@ use crate::admin::{AdminServer, Readiness};
 use crate::config::Config;
 use crate::gate::{Gate, GateError};
 use crate::proxy::{Proxy, UpstreamAddr};
-use crate::server::{ConnectionLimits, Server, ServerSettings};
+use crate::server::{ConnectionLimits, ReloadingCert, Server, ServerSettings};
 
 /// Why the sidecar stopped with an error.
 #[derive(Debug)]
@@ -17,6 +17,8 @@ pub enum RunError {
     NoUpstream,
     /// The gate could not be built.
     Gate(GateError),
+    /// The TLS certificate or key could not be loaded.
+    Tls(crate::server::TlsError),
     /// A listener could not be bound.
     Bind {
         /// What was being bound (`listen` or `admin_listen`).
@@ -33,6 +35,7 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::NoUpstream => f.write_str("the config has no `upstream`: set upstream = \"http://host:port\""),
             RunError::Gate(e) => write!(f, "could not build the gate: {e}"),
+            RunError::Tls(e) => write!(f, "could not load the TLS certificate: {e}"),
             RunError::Bind { what, addr, source } => write!(f, "could not listen on {addr} ({what}): {source}"),
         }
     }
@@ -42,6 +45,7 @@ impl std::error::Error for RunError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             RunError::Gate(e) => Some(e),
+            RunError::Tls(e) => Some(e),
             RunError::Bind { source, .. } => Some(source),
             RunError::NoUpstream => None,
         }
@@ -84,6 +88,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         None => None,
     };
 
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let reloading = ReloadingCert::load(cert, key).map_err(RunError::Tls)?;
+            Some(reloading.acceptor().map_err(RunError::Tls)?)
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let settings = ServerSettings {
         listen: config.listen,
         workers: worker_count(),
@@ -94,6 +106,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         max_connections: config.limits.max_connections,
         drain_timeout: config.limits.drain_timeout,
         trusted_proxies: config.trusted_proxies.clone(),
+        tls,
     };
     let workers = settings.workers;
     let server = Server::start(settings, gate, proxy).map_err(|source| RunError::Bind {
@@ -104,6 +117,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     readiness.set(true);
     tracing::info!(
         listen = %server.local_addr(),
+        scheme,
         upstream = %upstream,
         routes = config.routes.len(),
         admin = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),

@@ -28,9 +28,15 @@ pub struct ConnectionLimits {
 }
 
 /// Serves HTTP on `io` with `service` until the client leaves or `shutdown` flips and the
-/// in-flight request is done.
-pub async fn serve<I, S, B>(io: I, limits: &ConnectionLimits, service: S, mut shutdown: watch::Receiver<bool>)
-where
+/// in-flight request is done. `h2` is what TLS ALPN chose; `None` (cleartext) means sniff for the
+/// h2c preface.
+pub async fn serve<I, S, B>(
+    io: I,
+    h2: Option<bool>,
+    limits: &ConnectionLimits,
+    service: S,
+    mut shutdown: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -41,7 +47,10 @@ where
     let mut io = io;
     // The preface sniff is bounded by the header timeout too, or a client could trickle "PRI *"
     // forever.
-    let sniffed = tokio::time::timeout(limits.header_read_timeout, sniff(&mut io)).await;
+    let sniffed = match h2 {
+        Some(is_h2) => Ok(Ok((Bytes::new(), is_h2))),
+        None => tokio::time::timeout(limits.header_read_timeout, sniff(&mut io)).await,
+    };
     let (prefix, is_h2) = match sniffed {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => {

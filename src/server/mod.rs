@@ -7,6 +7,7 @@
 mod connection;
 mod listener;
 mod rewind;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,12 +19,13 @@ use tokio_util::task::TaskTracker;
 use tower_layer::Layer;
 
 pub use connection::ConnectionLimits;
+pub use tls::{ReloadingCert, TlsError};
 
 use crate::gate::Gate;
 use crate::proxy::{Peer, Proxy};
 
 /// Everything a worker needs to serve connections.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerSettings {
     /// Where clients connect.
     pub listen: SocketAddr,
@@ -37,6 +39,22 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     /// Peers whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve HTTPS with this acceptor; cleartext (with h2c) when `None`.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ServerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSettings")
+            .field("listen", &self.listen)
+            .field("workers", &self.workers)
+            .field("limits", &self.limits)
+            .field("max_connections", &self.max_connections)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// A running sidecar: worker threads accepting on `local_addr`.
@@ -152,12 +170,28 @@ impl Worker {
                 _ = crate::server::stopped(&mut self.shutdown) => break,
             };
             let _ = stream.set_nodelay(true);
-            let peer = Peer::new(peer.ip(), false, &self.settings.trusted_proxies);
+            let tls = self.settings.tls.is_some();
+            let peer = Peer::new(peer.ip(), tls, &self.settings.trusted_proxies);
             let service = layer.layer(self.proxy.service(pool.clone(), peer));
             let settings = self.settings.clone();
             let shutdown = self.shutdown.clone();
             tracker.spawn(async move {
-                connection::serve(stream, &settings.limits, service, shutdown).await;
+                match &settings.tls {
+                    None => connection::serve(stream, None, &settings.limits, service, shutdown).await,
+                    Some(acceptor) => {
+                        // The handshake counts against the header timeout: a slow TLS client is a
+                        // slow client.
+                        let limit = settings.limits.header_read_timeout;
+                        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream)) => {
+                                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                connection::serve(tls_stream, Some(h2), &settings.limits, service, shutdown).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    }
+                }
                 drop(permit);
             });
         }
