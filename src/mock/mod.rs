@@ -184,6 +184,7 @@
 mod admin;
 mod api;
 mod calls;
+mod cli;
 mod error;
 mod faults;
 mod http;
@@ -193,7 +194,7 @@ mod server;
 mod state;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -202,6 +203,7 @@ use tokio::task::JoinHandle;
 
 pub use api::EndpointKind;
 pub use calls::{CallRecord, max_in_window};
+pub use cli::{run_cli, token_cli};
 pub use error::MockError;
 pub use faults::{Fault, FaultScope, HANG_FOR};
 pub use keys::{Audience, DEFAULT_KEY_PEM, DEFAULT_KID, DEFAULT_TOKEN_TTL, ISSUER, TokenOptions};
@@ -212,6 +214,10 @@ pub use state::{
 };
 
 use runtime::Inner;
+
+/// Where `whopgate mock-whop` listens unless told otherwise: `127.0.0.1:12312`.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 12312));
 
 /// A running mock Whop API. Dropping it stops the server (as [`MockWhop::shutdown`] does,
 /// without waiting).
