@@ -193,6 +193,9 @@ mod runtime;
 mod server;
 mod state;
 
+#[cfg(test)]
+mod tests;
+
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
