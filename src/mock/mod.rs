@@ -46,7 +46,10 @@
 //!
 //! A request passes, in order: the call log; faults (latency, then a failure); the API key; the
 //! real rate limit; the answer. So injected failures hit even unauthenticated calls, and every
-//! call is counted, whatever its answer.
+//! call is counted, whatever its answer. The real rate limit (`rate_limit_per_minute`, off by
+//! default) counts admitted calls per endpoint kind and API key over a sliding minute and
+//! answers past it with Whop's 429 body and `Retry-After`, both giving the seconds until the
+//! oldest call in the window leaves it.
 //!
 //! # State file (TOML)
 //!
