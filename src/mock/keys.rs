@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -147,6 +148,18 @@ impl TokenOptions {
     }
 }
 
+/// Wraps DER in PEM armour with 64-column lines.
+fn der_to_pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}
+
 /// Decodes a PKCS#8 PEM to DER.
 fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
     let hint = "expected a PKCS#8 PEM P-256 private key (\"-----BEGIN PRIVATE KEY-----\"); \
@@ -168,6 +181,8 @@ pub(crate) struct LoadedKey {
     encoding: EncodingKey,
     x: String,
     y: String,
+    /// SubjectPublicKeyInfo PEM, for verifiers configured with keys instead of a JWKS.
+    public_pem: String,
     pub published: bool,
 }
 
@@ -181,8 +196,13 @@ fn load_key(kid: &str, pem: &str, published: bool) -> Result<LoadedKey, String> 
     if point.len() != 65 || point[0] != 4 {
         return Err("unexpected public key encoding".to_owned());
     }
+    let spki = pair
+        .public_key()
+        .as_der()
+        .map_err(|e| format!("encoding the public key: {e}"))?;
     Ok(LoadedKey {
         kid: kid.to_owned(),
+        public_pem: der_to_pem("PUBLIC KEY", spki.as_ref()),
         encoding: EncodingKey::from_ec_der(&der),
         x: URL_SAFE_NO_PAD.encode(&point[1..33]),
         y: URL_SAFE_NO_PAD.encode(&point[33..65]),
@@ -202,16 +222,7 @@ pub(crate) fn generate_pem() -> Result<String, MockError> {
     let doc = pair
         .to_pkcs8v1()
         .map_err(|e| MockError::Crypto(format!("encoding a P-256 key: {e}")))?;
-    let b64 = STANDARD.encode(doc.as_ref());
-    let mut pem = String::from(PEM_BEGIN);
-    pem.push('\n');
-    for line in b64.as_bytes().chunks(64) {
-        pem.push_str(&String::from_utf8_lossy(line));
-        pem.push('\n');
-    }
-    pem.push_str(PEM_END);
-    pem.push('\n');
-    Ok(pem)
+    Ok(der_to_pem("PRIVATE KEY", doc.as_ref()))
 }
 
 /// The parsed keys of one state.
@@ -260,6 +271,15 @@ impl KeyRing {
             })
             .collect();
         json!({ "keys": keys })
+    }
+
+    /// The public key of `kid` as SubjectPublicKeyInfo PEM.
+    pub(crate) fn public_pem(&self, kid: &str) -> Result<String, MockError> {
+        self.keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .map(|k| k.public_pem.clone())
+            .ok_or_else(|| MockError::NotFound(format!("no key with kid {kid:?}")))
     }
 
     /// Mints a token for `user` (any string: unknown users are allowed, to test 404s).
@@ -319,6 +339,12 @@ impl MockState {
     /// `whopgate mock-whop token USER` prints).
     pub fn mint_token(&self, user: &str, opts: &TokenOptions) -> Result<String, MockError> {
         KeyRing::new(self)?.mint(user, opts)
+    }
+
+    /// The public half of key `kid` as PEM (`-----BEGIN PUBLIC KEY-----`), for verifiers that
+    /// are given keys rather than a JWKS URL (whopgate's `identity.user_token.public_keys`).
+    pub fn public_key_pem(&self, kid: &str) -> Result<String, MockError> {
+        KeyRing::new(self)?.public_pem(kid)
     }
 
     /// The JWKS this state serves at `/.well-known/jwks.json`.
@@ -415,6 +441,22 @@ mod tests {
             .unwrap()
             .claims;
         assert!(c["aud"].is_array());
+    }
+
+    #[test]
+    fn public_pem_verifies_tokens() {
+        let s = state();
+        let pem = s.public_key_pem("mock-key-1").unwrap();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        let dk = DecodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+        let t = s
+            .mint_token("user_alice", &TokenOptions::default())
+            .unwrap();
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_issuer(&[ISSUER]);
+        v.set_audience(&[s.app_id.as_str()]);
+        assert!(decode::<Value>(&t, &dk, &v).is_ok());
+        assert!(s.public_key_pem("nope").is_err());
     }
 
     #[test]

@@ -427,6 +427,13 @@ impl MockWhop {
         self.inner.rotate_key(drop_old, None, None)
     }
 
+    /// The public half of the current signing key as PEM, for a verifier configured with keys
+    /// instead of the JWKS URL.
+    pub fn public_key_pem(&self) -> Result<String, MockError> {
+        self.inner
+            .with_world(|w| w.keys.public_pem(w.state.signing_kid()))
+    }
+
     /// The last `Api-Version-Date` header received on a Whop-shaped path.
     pub fn last_api_version_date(&self) -> Option<String> {
         self.inner.last_api_version_date()

@@ -765,6 +765,14 @@ async fn rotation_changes_the_jwks() {
     );
     assert!(verify(&mock, &old).await.is_ok());
     assert!(verify(&mock, &new).await.is_ok());
+    // The PEM of the current signing key verifies its tokens without any JWKS.
+    let pem = mock.public_key_pem().unwrap();
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_issuer(&[ISSUER]);
+    v.set_audience(&[mock.app_id()]);
+    let key = DecodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+    assert!(decode::<WhopClaims>(&new, &key, &v).is_ok());
+    assert!(decode::<WhopClaims>(&old, &key, &v).is_err());
 
     let kid = mock.rotate_key(true).unwrap();
     let jwks = send(client().get(mock.jwks_url())).await.body;
