@@ -24,6 +24,7 @@ pub mod config;
 pub mod gate;
 pub mod log;
 pub mod metrics;
+pub mod mock;
 pub mod path;
 pub mod proxy;
 pub mod route;

@@ -1,0 +1,510 @@
+//! A local stand-in for the Whop API, the way stripe-mock serves Stripe users: whopgate's
+//! integration tests, `whopgate demo` and users' own CI run against it.
+//!
+//! It serves, over real TCP (HTTP/1.1), the shapes of SPEC §1 from a small state: the access
+//! check, memberships (by id or license key, flat or nested), the legacy v2/v5 membership
+//! lists, the v1 members list and the JWKS; it mints user tokens like Whop's app proxy does,
+//! rotates keys, injects faults (latency, 5xx, hangs, 429s, a real per-minute rate limit) and
+//! counts every call. Everything can be driven from Rust ([`MockWhop`]) or over HTTP (the
+//! control API under `/_mock/`).
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use whopgate::mock::{EndpointKind, Fault, MockState, MockWhop, TokenOptions};
+//!
+//! let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default())?;
+//! let token = mock.mint_token("user_alice").unwrap();          // verifies against the JWKS
+//! let expired = mock.mint_token_with("user_alice", TokenOptions::expired()).unwrap();
+//! mock.set_fault(EndpointKind::Access, Fault::error_times(1));   // next access check: 500
+//! // … point the gate at mock.base_url() with mock.api_key() and mock.app_id() …
+//! assert_eq!(mock.calls(EndpointKind::Access), 0);
+//! # Ok(()) }
+//! ```
+//!
+//! # The Whop-shaped API
+//!
+//! | endpoint | kind | answer |
+//! | --- | --- | --- |
+//! | `GET /api/v1/users/{user_id}/access/{resource_id}` | `access` | `{"has_access","access_level"}`; the user may be given by username; unknown user or resource: 404 |
+//! | `GET /api/v1/memberships/{mem_… or license key}` | `membership` | the membership, flat (`product_id`, `user_id`, `plan_id`, `company_id`) or nested (`product.id`, `user.id`, `plan.id`, `company.id`): `membership_shape` in the state, or `?mock_shape=flat\|nested` per call |
+//! | `GET /api/v2/memberships?user_id=&product_id=&plan_id=&status=&valid=&page=&per=` | `memberships_v2` | `{"pagination":{"current_page","total_page","total_count"},"data":[{"id","product","user","plan","status","valid",…}]}` |
+//! | `GET /api/v5/company/memberships?valid=&product_id=&user_id=&status=&page=&per=` | `memberships_v5` | `{"pagination":{"current_page","total_pages","next_page","prev_page","total_count"},"data":[{"id","product_id","user_id","plan_id","status","valid",…}]}`; `valid` defaults to `true` |
+//! | `GET /api/v1/members?company_id=&user_ids[]=` | `members` | `{"data":[{"id","access_level","status","user":{"id","username","name","email"},…}],"page_info":{…}}`; `company_id` defaults to the API key's company |
+//! | `GET /.well-known/jwks.json` | `jwks` | `{"keys":[{"kty":"EC","crv":"P-256","x","y","kid","alg":"ES256","use":"sig"}]}`, no API key needed |
+//!
+//! Lists are in state order; `per` defaults to 10 and is capped at 50; `total_page(s)` is 0
+//! for an empty list. An API key with a `company_id` sees only that company's memberships
+//! (single and listed). Every `/api/…` call needs `Authorization: Bearer <an api_keys key>`,
+//! else 401 `{"error":{"type":"unauthorized","message":…}}`; unknown paths are 404
+//! `{"error":{"type":"not_found","message":…}}`, bad query values 400 `bad_request`. The last
+//! `Api-Version-Date` header seen is kept ([`MockWhop::last_api_version_date`]).
+//!
+//! Access levels: an `access` override for the (user, resource) pair wins; else a team member
+//! (`admins`) of the owning company is `admin`; else a valid membership (status `trialing`,
+//! `active`, `past_due`, `completed` or `canceling`) on the product — on one of an
+//! experience's products, on any product of a company — makes `customer`; else `no_access`.
+//!
+//! A request passes, in order: the call log; faults (latency, then a failure); the API key; the
+//! real rate limit; the answer. So injected failures hit even unauthenticated calls, and every
+//! call is counted, whatever its answer. The real rate limit (`rate_limit_per_minute`, off by
+//! default) counts admitted calls per endpoint kind and API key over a sliding minute and
+//! answers past it with Whop's 429 body and `Retry-After`, both giving the seconds until the
+//! oldest call in the window leaves it.
+//!
+//! # State file (TOML)
+//!
+//! Every table is optional; what is left out takes the default noted. Unknown keys are errors,
+//! and so are references to ids that do not exist; errors name the file, the line or the
+//! entry (`memberships[1] (mem_x): product_id "prod_y" is not one of the products`).
+//!
+//! ```toml
+//! app_id = "app_mockapp000001"      # the `aud` of minted tokens (default shown)
+//! membership_shape = "flat"         # or "nested": default shape of GET /api/v1/memberships/{id}
+//! rate_limit_per_minute = 600       # real 429s past N calls/min per endpoint kind and API key; off when absent
+//! signing_kid = "mock-key-1"        # which key mints tokens (default: the first key)
+//!
+//! [[api_keys]]                      # default: one key "mock_api_key" with no company
+//! key = "mock_api_key"
+//! company_id = "biz_mockcompany01"  # optional: scopes membership lookups and the members default
+//!
+//! [[companies]]
+//! id = "biz_mockcompany01"
+//! title = "Mock Company"
+//! admins = ["user_carol"]           # team members: admin of the company and all it owns
+//!
+//! [[products]]
+//! id = "prod_mockproduct1"
+//! company_id = "biz_mockcompany01"
+//! title = "Mock Product One"
+//!
+//! [[experiences]]
+//! id = "exp_mockexperienc1"
+//! company_id = "biz_mockcompany01"
+//! product_ids = ["prod_mockproduct1"] # valid memberships on any of these grant access
+//!
+//! [[users]]
+//! id = "user_alice"
+//! username = "alice"                # default: the id without "user_"
+//! name = "Alice Customer"           # optional
+//! email = "alice@example.com"       # optional
+//!
+//! [[users]]
+//! id = "user_bob"                   # username "bob", no name, no email
+//!
+//! [[users]]
+//! id = "user_carol"
+//!
+//! [[memberships]]
+//! id = "mem_alice00000001"
+//! user_id = "user_alice"
+//! product_id = "prod_mockproduct1"
+//! status = "active"                 # trialing active past_due completed canceled expired unresolved drafted canceling
+//! license_key = "MOCK-ALICE-LICENSE" # optional
+//! plan_id = "plan_mockplan00001"    # optional (default: "plan_" + product id without "prod_")
+//! created_at = 1735689600           # optional unix seconds; also updated_at, expires_at,
+//!                                   # renewal_period_start, renewal_period_end
+//!
+//! [[access]]                        # overrides for the access check only
+//! user_id = "user_bob"
+//! resource_id = "prod_mockproduct1"
+//! access_level = "customer"         # no_access | customer | admin
+//!
+//! [[keys]]                          # default: the built-in development key "mock-key-1"
+//! kid = "mock-key-1"
+//! private_key = """
+//! -----BEGIN PRIVATE KEY-----
+//! …PKCS#8 PEM of a P-256 key (openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256)…
+//! -----END PRIVATE KEY-----
+//! """
+//! # generate = true                 # instead of private_key: a fresh key per process
+//! published = true                  # false: can sign (sign_with) but is not in the JWKS
+//!
+//! # [oauth]                         # reserved for the OAuth endpoints (a later task)
+//! ```
+//!
+//! The built-in state ([`MockState::default`]; `GET /_mock/state` prints it) is this example
+//! without the rate limit and the `[[access]]` override, and with four users: `user_alice`
+//! (membership `mem_alice00000001`, active, `MOCK-ALICE-LICENSE`), `user_bob` (nothing),
+//! `user_carol` (admin of the company) and `user_dave` (membership `mem_dave000000001`,
+//! canceled, `MOCK-DAVE-LICENSE`); a second product `prod_mockproduct2` has no memberships.
+//! Tokens minted from a state whose keys are given as PEM (or left to the default key)
+//! verify against any mock started with the same state, across restarts.
+//!
+//! # Control API (`/_mock/…`, no API key, JSON)
+//!
+//! Control calls are not counted and not subject to faults. Errors use the same
+//! `{"error":{"type","message"}}` shape (400 `bad_request`, 404 `not_found`, 405).
+//!
+//! | endpoint | body | effect / answer |
+//! | --- | --- | --- |
+//! | `GET /_mock` | | the list of control endpoints |
+//! | `GET /_mock/state` | | the current state (the TOML schema above, as JSON) |
+//! | `PUT /_mock/state` | a state | replaces it (checked as a file is); answers the new state |
+//! | `POST /_mock/reset` | | back to the start state; faults, rate-limit budgets, calls and the recorded `Api-Version-Date` cleared |
+//! | `POST /_mock/access` | `{"user_id","resource_id","access_level":"admin"\|"customer"\|"no_access"\|null}` | sets (or with `null` removes) an override; answers `{"user_id","resource_id","has_access","access_level"}` as the access check now would |
+//! | `POST /_mock/memberships` | `{"id"?, "user_id"?, "product_id"?, "status"?, "license_key"?, …}` | merges the fields into the membership named by `id` (a `mem_…` or a license key; `updated_at` becomes now), e.g. `{"id":"mem_dave000000001","status":"active"}`; without a known id, creates one (`user_id`, `product_id` required; `status` defaults to `active`, `id` to `mem_mock000000001`, …); answers the membership |
+//! | `GET /_mock/faults` | | `{"access":[fault…],"all":[…]}` |
+//! | `POST /_mock/faults` | `{"endpoint":"all"\|KIND, "fault":FAULT}` | sets a fault (see below); answers the table |
+//! | `DELETE /_mock/faults[?endpoint=KIND\|all]` | | clears one scope, or everything |
+//! | `PUT /_mock/rate_limit` | `{"per_minute":N\|null}` | turns the real rate limit on/off |
+//! | `GET /_mock/calls` | | `{"total","by_endpoint":{KIND:n},"by_path":{PATH:n},"last_api_version_date","calls":[{"endpoint","method","path","status","ms_since_start","unix_ms"}]}` |
+//! | `DELETE /_mock/calls` | | forgets the calls |
+//! | `POST /_mock/token` | `{"user_id", "ttl"?:"30s", "expired"?, "iss"?, "aud"?:"…"\|["…"], "no_kid"?, "kid"?, "sign_with"?, "foreign_key"?}` | `{"token":…}` (see [`TokenOptions`]) |
+//! | `POST /_mock/keys/rotate` | `{"drop_old"?:bool, "kid"?, "private_key"?}` | adds a key (generated unless given), publishes it and mints with it from now on; `drop_old` takes the others out of the JWKS; answers `{"kid","jwks"}` |
+//!
+//! KIND is one of `access`, `membership`, `jwks`, `members`, `memberships_v2`,
+//! `memberships_v5`. FAULT is one of `{"type":"latency","duration":"250ms"}`,
+//! `{"type":"error","status"?:500,"times"?:N}` (`{"error":{"type":"internal_server_error",…}}`),
+//! `{"type":"hang"}` (no answer for an hour; dropped when the client goes away),
+//! `{"type":"rate_limited","retry_after"?:12,"header"?:false,"times"?:N}` (429
+//! `{"error":{"type":"rate_limit_exceeded","message":"Try again in 12 seconds."}}`, with
+//! `Retry-After: 12` when `header`). Without `times` a failure lasts until cleared. A latency
+//! adds to a failure; a failure replaces the previous failure of the same scope; a kind's own
+//! failure goes before the one set for `all`, and both latencies add up.
+//!
+//! ```sh
+//! curl -s -X POST localhost:12312/_mock/faults -d '{"endpoint":"access","fault":{"type":"error","times":2}}'
+//! curl -s -X POST localhost:12312/_mock/memberships -d '{"id":"mem_alice00000001","status":"canceled"}'
+//! curl -s -X POST localhost:12312/_mock/token -d '{"user_id":"user_alice","expired":true}'
+//! ```
+//!
+//! # User tokens
+//!
+//! ES256, header `{"alg":"ES256","typ":"JWT","kid":…}`, claims `iss = "urn:whopcom:exp-proxy"`,
+//! `sub` = the user id, `aud` = the app id (a single string), `iat`, `exp` (one hour later).
+//! Any user id can be minted, known to the state or not.
+//!
+//! # OAuth
+//!
+//! "Sign in with Whop" (`/oauth/authorize`, `/oauth/token`, `/oauth/userinfo`) is a later
+//! addition: its routes go in `api.rs` (see the `Route` enum), its handlers in an `oauth.rs`,
+//! its clients in the state's `[oauth]` table ([`OAuthState`]), and its endpoint kinds
+//! (`oauth_authorize`, `oauth_token`, `oauth_userinfo`) in [`EndpointKind`] (non-exhaustive for
+//! that reason).
+
+#![warn(missing_docs)]
+
+mod admin;
+mod api;
+mod calls;
+mod cli;
+mod error;
+mod faults;
+mod http;
+mod keys;
+mod runtime;
+mod server;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use api::EndpointKind;
+pub use calls::{CallRecord, max_in_window};
+pub use cli::{run_cli, token_cli};
+pub use error::MockError;
+pub use faults::{Fault, FaultScope, HANG_FOR};
+pub use keys::{Audience, DEFAULT_KEY_PEM, DEFAULT_KID, DEFAULT_TOKEN_TTL, ISSUER, TokenOptions};
+pub use state::{
+    AccessGrant, AccessLevel, ApiKey, Company, DEFAULT_API_KEY, DEFAULT_APP_ID, DEFAULT_COMPANY_ID,
+    DEFAULT_CREATED_AT, Experience, Membership, MembershipShape, MembershipStatus, MockState,
+    OAuthState, Product, Resource, SigningKey, User,
+};
+
+use runtime::Inner;
+
+/// Where `whopgate mock-whop` listens unless told otherwise: `127.0.0.1:12312`.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 12312));
+
+/// A running mock Whop API. Dropping it stops the server (as [`MockWhop::shutdown`] does,
+/// without waiting).
+pub struct MockWhop {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    stop: Option<watch::Sender<bool>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MockWhop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockWhop")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl MockWhop {
+    /// Checks `state`, binds `addr` (port 0 picks a free port) and serves on the current tokio
+    /// runtime. Fails with `InvalidInput` for a bad state, with the bind error, or when called
+    /// outside a tokio runtime.
+    pub fn start(addr: SocketAddr, state: MockState) -> io::Result<MockWhop> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            io::Error::other("MockWhop::start must be called inside a tokio runtime")
+        })?;
+        let inner = Arc::new(Inner::new(state)?);
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let listener = {
+            let _guard = rt.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let task = rt.spawn(server::serve(listener, inner.clone(), stopped));
+        Ok(MockWhop {
+            inner,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The bound address (with the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`, what the gate's `whop.api_base` should be.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `{base_url}/.well-known/jwks.json`.
+    pub fn jwks_url(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.base_url())
+    }
+
+    /// The first API key of the state.
+    pub fn api_key(&self) -> String {
+        self.inner.with_world(|w| {
+            w.state
+                .api_keys
+                .first()
+                .map(|k| k.key.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The app id (`aud` of minted tokens).
+    pub fn app_id(&self) -> String {
+        self.inner.with_world(|w| w.state.app_id.clone())
+    }
+
+    /// A copy of the current state.
+    pub fn state(&self) -> MockState {
+        self.inner.state()
+    }
+
+    /// Replaces the whole state (checked like a state file).
+    pub fn replace_state(&self, state: MockState) -> Result<(), MockError> {
+        self.inner.replace_state(state)
+    }
+
+    /// Back to the start state, with faults, rate-limit budgets, calls and the recorded
+    /// `Api-Version-Date` cleared.
+    pub fn reset(&self) -> Result<(), MockError> {
+        self.inner.reset()
+    }
+
+    /// Sets a fault for one endpoint kind or for all ([`FaultScope::All`]). Panics on a fault
+    /// that makes no sense (an `Error` status outside 5xx, `times: Some(0)`): a test bug.
+    pub fn set_fault(&self, scope: impl Into<FaultScope>, fault: Fault) {
+        if let Err(e) = self.inner.set_fault(scope.into(), fault) {
+            panic!("MockWhop::set_fault: {e}");
+        }
+    }
+
+    /// Clears the faults of one scope.
+    pub fn clear_fault(&self, scope: impl Into<FaultScope>) {
+        self.inner.clear_fault(scope.into());
+    }
+
+    /// Clears every fault.
+    pub fn clear_faults(&self) {
+        self.inner.clear_faults();
+    }
+
+    /// Turns the real rate limit (calls per minute per endpoint kind and API key) on or off.
+    pub fn set_rate_limit(&self, per_minute: Option<u32>) -> Result<(), MockError> {
+        self.inner.set_rate_limit(per_minute)
+    }
+
+    /// Calls received for one endpoint kind since the start or the last reset.
+    pub fn calls(&self, kind: EndpointKind) -> usize {
+        self.inner.calls().times(Some(kind)).len()
+    }
+
+    /// Calls received on all Whop-shaped paths, unknown ones included.
+    pub fn calls_total(&self) -> usize {
+        self.inner.calls().records().len()
+    }
+
+    /// Calls received for this exact path (no query), e.g.
+    /// `/api/v1/users/user_alice/access/prod_mockproduct1`.
+    pub fn calls_to(&self, path: &str) -> usize {
+        self.inner
+            .calls()
+            .records()
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
+    }
+
+    /// Arrival times of the calls of one kind, oldest first.
+    pub fn call_times(&self, kind: EndpointKind) -> Vec<Instant> {
+        self.inner.calls().times(Some(kind))
+    }
+
+    /// The most calls of one kind that arrived within any `window`, e.g. "never more than B in
+    /// any 60 s" is `max_calls_in_window(kind, 60s) <= B`.
+    pub fn max_calls_in_window(&self, kind: EndpointKind, window: Duration) -> usize {
+        max_in_window(&self.call_times(kind), window)
+    }
+
+    /// Every recorded call, oldest first.
+    pub fn call_log(&self) -> Vec<CallRecord> {
+        self.inner.calls().records().to_vec()
+    }
+
+    /// Forgets all calls.
+    pub fn reset_calls(&self) {
+        self.inner.calls().reset();
+    }
+
+    /// Sets the access override of a user (id or username) on a company, product or
+    /// experience; the access check answers `level` from now on.
+    pub fn set_access(
+        &self,
+        user: &str,
+        resource: &str,
+        level: AccessLevel,
+    ) -> Result<(), MockError> {
+        self.inner.set_access(user, resource, Some(level))
+    }
+
+    /// Removes the access override, so memberships and teams decide again.
+    pub fn clear_access(&self, user: &str, resource: &str) -> Result<(), MockError> {
+        self.inner.set_access(user, resource, None)
+    }
+
+    /// Changes a membership's status (found by id or license key), e.g. to cancel it.
+    pub fn set_membership_status(
+        &self,
+        id: &str,
+        status: MembershipStatus,
+    ) -> Result<(), MockError> {
+        self.inner.set_membership_status(id, status)
+    }
+
+    /// Adds a membership, or replaces the one with the same id.
+    pub fn upsert_membership(&self, membership: Membership) -> Result<(), MockError> {
+        self.inner.upsert_membership(membership)
+    }
+
+    /// A valid user token for `user` (any id; unknown users are allowed).
+    pub fn mint_token(&self, user: &str) -> Result<String, MockError> {
+        self.inner.mint(user, &TokenOptions::default())
+    }
+
+    /// A token for `user`, broken (or not) as `options` say.
+    pub fn mint_token_with(&self, user: &str, options: TokenOptions) -> Result<String, MockError> {
+        self.inner.mint(user, &options)
+    }
+
+    /// Adds a freshly generated key (kid `mock-key-N`) to the JWKS and mints with it from now
+    /// on; with `drop_old`, the other keys leave the JWKS (they can still sign through
+    /// [`TokenOptions::sign_with`]). Returns the new kid.
+    pub fn rotate_key(&self, drop_old: bool) -> Result<String, MockError> {
+        self.inner.rotate_key(drop_old, None, None)
+    }
+
+    /// The public half of the current signing key as PEM, for a verifier configured with keys
+    /// instead of the JWKS URL.
+    pub fn public_key_pem(&self) -> Result<String, MockError> {
+        self.inner
+            .with_world(|w| w.keys.public_pem(w.state.signing_kid()))
+    }
+
+    /// The last `Api-Version-Date` header received on a Whop-shaped path.
+    pub fn last_api_version_date(&self) -> Option<String> {
+        self.inner.last_api_version_date()
+    }
+
+    /// Stops accepting, drops open connections (hanging calls included) and waits until the
+    /// port is released.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for MockWhop {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        // Without an await here, abort makes sure the listener goes even if the runtime is
+        // about to stop polling the task.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// `Duration` as a humantime string (`"250ms"`, `"30s"`) in JSON and TOML.
+pub(crate) mod serde_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{e}: expected a duration like \"250ms\" or \"30s\", got {text:?}"
+            ))
+        })
+    }
+
+    /// The same for `Option<Duration>`.
+    pub(crate) mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub(crate) fn serialize<S: Serializer>(
+            d: &Option<Duration>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] Duration);
+            Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(d)| d))
+        }
+    }
+}
