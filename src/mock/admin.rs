@@ -22,9 +22,7 @@ impl From<MockError> for Reply {
     fn from(e: MockError) -> Reply {
         match e {
             MockError::NotFound(_) => Reply::not_found(e.to_string()),
-            MockError::BadRequest(_) | MockError::InvalidState(_) => {
-                Reply::bad_request(e.to_string())
-            }
+            MockError::BadRequest(_) | MockError::InvalidState(_) => Reply::bad_request(e.to_string()),
             MockError::Io { .. } | MockError::Crypto(_) => Reply::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_server_error",
@@ -34,13 +32,7 @@ impl From<MockError> for Reply {
     }
 }
 
-pub(crate) async fn handle(
-    inner: &Inner,
-    method: &Method,
-    path: &str,
-    query: &Query,
-    body: Incoming,
-) -> Reply {
+pub(crate) async fn handle(inner: &Inner, method: &Method, path: &str, query: &Query, body: Incoming) -> Reply {
     let sub = path.trim_start_matches("/_mock").trim_end_matches('/');
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -63,9 +55,7 @@ pub(crate) async fn handle(
         ("/rate_limit", &Method::PUT) => set_rate_limit(inner, &body),
         ("/calls", &Method::GET) => {
             let last = inner.last_api_version_date();
-            Ok(Reply::ok(
-                inner.calls().to_json(inner.started, last.as_deref()),
-            ))
+            Ok(Reply::ok(inner.calls().to_json(inner.started, last.as_deref())))
         }
         ("/calls", &Method::DELETE) => {
             inner.calls().reset();
@@ -74,8 +64,8 @@ pub(crate) async fn handle(
         ("/token", &Method::POST) => token(inner, &body),
         ("/keys/rotate", &Method::POST) => rotate(inner, &body),
         (
-            "" | "/state" | "/reset" | "/access" | "/memberships" | "/faults" | "/rate_limit"
-            | "/calls" | "/token" | "/keys/rotate",
+            "" | "/state" | "/reset" | "/access" | "/memberships" | "/faults" | "/rate_limit" | "/calls" | "/token"
+            | "/keys/rotate",
             _,
         ) => Ok(Reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -191,13 +181,11 @@ fn token(inner: &Inner, body: &[u8]) -> Result<Reply, MockError> {
     let user = match v.as_object_mut().and_then(|o| o.remove("user_id")) {
         Some(Value::String(u)) => u,
         _ => {
-            return Err(MockError::BadRequest(
-                "user_id (a string) is required".into(),
-            ));
+            return Err(MockError::BadRequest("user_id (a string) is required".into()));
         }
     };
-    let opts: TokenOptions = serde_json::from_value(v)
-        .map_err(|e| MockError::BadRequest(format!("token options: {e}")))?;
+    let opts: TokenOptions =
+        serde_json::from_value(v).map_err(|e| MockError::BadRequest(format!("token options: {e}")))?;
     let token = inner.mint(&user, &opts)?;
     Ok(Reply::ok(json!({ "token": token })))
 }

@@ -11,9 +11,7 @@ use serde_json::{Value, json};
 use super::error::MockError;
 use super::http::{Query, Reply, percent_decode};
 use super::keys::KeyRing;
-use super::state::{
-    AccessLevel, ApiKey, Membership, MembershipShape, MembershipStatus, MockState, User,
-};
+use super::state::{AccessLevel, ApiKey, Membership, MembershipShape, MembershipStatus, MockState, User};
 
 /// The kinds of endpoint that calls are counted by and faults are set for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,15 +67,12 @@ impl fmt::Display for EndpointKind {
 impl FromStr for EndpointKind {
     type Err = MockError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EndpointKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                MockError::BadRequest(format!(
-                    "unknown endpoint {s:?} (expected all, {})",
-                    EndpointKind::ALL.map(|k| k.as_str()).join(", ")
-                ))
-            })
+        EndpointKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            MockError::BadRequest(format!(
+                "unknown endpoint {s:?} (expected all, {})",
+                EndpointKind::ALL.map(|k| k.as_str()).join(", ")
+            ))
+        })
     }
 }
 
@@ -173,12 +168,7 @@ fn visible(state: &MockState, m: &Membership, scope: Option<&str>) -> bool {
     scope.is_none() || state.membership_company(m) == scope
 }
 
-fn membership(
-    state: &MockState,
-    id: &str,
-    query: &Query,
-    scope: Option<&str>,
-) -> Result<Reply, Reply> {
+fn membership(state: &MockState, id: &str, query: &Query, scope: Option<&str>) -> Result<Reply, Reply> {
     let shape = match query.get("mock_shape") {
         None => state.membership_shape,
         Some("flat") => MembershipShape::Flat,
@@ -247,10 +237,7 @@ fn membership_v1(state: &MockState, m: &Membership, shape: MembershipShape) -> V
         }
         MembershipShape::Nested => {
             let title = product.map(|p| p.title.clone()).unwrap_or_default();
-            obj.insert(
-                "product".into(),
-                json!({ "id": m.product_id, "title": title }),
-            );
+            obj.insert("product".into(), json!({ "id": m.product_id, "title": title }));
             obj.insert("user".into(), user_json(state, &m.user_id));
             obj.insert("plan".into(), json!({ "id": m.plan() }));
             let company = company_id.as_deref().and_then(|c| state.company(c));
@@ -276,9 +263,9 @@ const DEFAULT_PER: usize = 10;
 fn uint_param(query: &Query, name: &str, default: usize) -> Result<usize, Reply> {
     match query.get(name) {
         None | Some("") => Ok(default),
-        Some(v) => v.parse::<usize>().map_err(|_| {
-            Reply::bad_request(format!("{name} must be a non-negative integer, not {v:?}"))
-        }),
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| Reply::bad_request(format!("{name} must be a non-negative integer, not {v:?}"))),
     }
 }
 
@@ -287,9 +274,7 @@ fn bool_param(query: &Query, name: &str) -> Result<Option<bool>, Reply> {
         None | Some("") => Ok(None),
         Some("true") | Some("1") => Ok(Some(true)),
         Some("false") | Some("0") => Ok(Some(false)),
-        Some(v) => Err(Reply::bad_request(format!(
-            "{name} must be true or false, not {v:?}"
-        ))),
+        Some(v) => Err(Reply::bad_request(format!("{name} must be true or false, not {v:?}"))),
     }
 }
 
@@ -419,9 +404,9 @@ fn iso(t: i64) -> String {
 fn members(state: &MockState, query: &Query, scope: Option<&str>) -> Result<Reply, Reply> {
     let company_id = match query.get("company_id").filter(|c| !c.is_empty()) {
         Some(c) => c,
-        None => scope.ok_or_else(|| {
-            Reply::bad_request("company_id is required (this API key belongs to no company)")
-        })?,
+        None => {
+            scope.ok_or_else(|| Reply::bad_request("company_id is required (this API key belongs to no company)"))?
+        }
     };
     let company = state
         .company(company_id)
@@ -450,9 +435,7 @@ fn member_json(state: &MockState, company_id: &str, u: &User) -> Option<Value> {
         .iter()
         .filter(|m| m.user_id == u.id && state.membership_company(m) == Some(company_id))
         .collect();
-    let is_admin = state
-        .company(company_id)
-        .is_some_and(|c| c.admins.contains(&u.id));
+    let is_admin = state.company(company_id).is_some_and(|c| c.admins.contains(&u.id));
     let has_override = state
         .access
         .iter()
@@ -460,16 +443,10 @@ fn member_json(state: &MockState, company_id: &str, u: &User) -> Option<Value> {
     if memberships.is_empty() && !is_admin && !has_override {
         return None;
     }
-    let level = state
-        .access_level(&u.id, company_id)
-        .unwrap_or(AccessLevel::NoAccess);
+    let level = state.access_level(&u.id, company_id).unwrap_or(AccessLevel::NoAccess);
     let status = if level.has_access() {
         "joined"
-    } else if !memberships.is_empty()
-        && memberships
-            .iter()
-            .all(|m| m.status == MembershipStatus::Drafted)
-    {
+    } else if !memberships.is_empty() && memberships.iter().all(|m| m.status == MembershipStatus::Drafted) {
         "drafted"
     } else {
         "left"
@@ -479,11 +456,7 @@ fn member_json(state: &MockState, company_id: &str, u: &User) -> Option<Value> {
         .map(|m| m.created())
         .min()
         .unwrap_or(super::state::DEFAULT_CREATED_AT);
-    let updated = memberships
-        .iter()
-        .map(|m| m.updated())
-        .max()
-        .unwrap_or(created);
+    let updated = memberships.iter().map(|m| m.updated()).max().unwrap_or(created);
     Some(json!({
         "id": member_id(&u.id),
         "access_level": level.as_str(),
@@ -535,10 +508,7 @@ mod tests {
         assert_eq!(route(&Method::POST, "/api/v1/members"), None);
         assert_eq!(route(&Method::GET, "/api/v1/members/"), None);
         assert_eq!(route(&Method::GET, "/api/v1/memberships/"), None);
-        assert_eq!(
-            route(&Method::GET, "/.well-known/jwks.json"),
-            Some(Route::Jwks)
-        );
+        assert_eq!(route(&Method::GET, "/.well-known/jwks.json"), Some(Route::Jwks));
         assert!(!Route::Jwks.needs_api_key());
         assert!(Route::Members.needs_api_key());
     }
@@ -546,10 +516,7 @@ mod tests {
     #[test]
     fn access_answers() {
         let r = get("/api/v1/users/user_alice/access/prod_mockproduct1");
-        assert_eq!(
-            r.body,
-            json!({"has_access": true, "access_level": "customer"})
-        );
+        assert_eq!(r.body, json!({"has_access": true, "access_level": "customer"}));
         let r = get("/api/v1/users/user_nobody/access/prod_mockproduct1");
         assert_eq!(r.status, 404);
         assert_eq!(r.body["error"]["type"], "not_found");
@@ -566,10 +533,7 @@ mod tests {
         assert_eq!(nested["product"]["id"], "prod_mockproduct1");
         assert_eq!(nested["user"]["id"], "user_alice");
         assert!(nested.get("product_id").is_none());
-        assert_eq!(
-            get("/api/v1/memberships/mem_x?mock_shape=weird").status,
-            400
-        );
+        assert_eq!(get("/api/v1/memberships/mem_x?mock_shape=weird").status, 400);
     }
 
     #[test]

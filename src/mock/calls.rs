@@ -138,14 +138,7 @@ mod tests {
         let s = Duration::from_secs;
         // t0 and t0+60 are a full window apart: never in the same one.
         assert_eq!(max_in_window(&[t0 + s(60), t0, t0 + s(59)], s(60)), 2);
-        let times = [
-            t0,
-            t0 + s(10),
-            t0 + s(59),
-            t0 + s(60),
-            t0 + s(61),
-            t0 + s(200),
-        ];
+        let times = [t0, t0 + s(10), t0 + s(59), t0 + s(60), t0 + s(61), t0 + s(200)];
         assert_eq!(max_in_window(&times, s(60)), 4);
         assert_eq!(max_in_window(&times, s(1)), 1);
         assert_eq!(max_in_window(&[], s(60)), 0);

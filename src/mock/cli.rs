@@ -107,9 +107,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.toml");
         std::fs::write(&path, "[[keys]]\nkid = \"k\"\ngenerate = true\n").unwrap();
-        let e = token_cli("user_alice", Some(&path))
-            .unwrap_err()
-            .to_string();
+        let e = token_cli("user_alice", Some(&path)).unwrap_err().to_string();
         assert!(e.contains("generate = true"), "{e}");
         std::fs::write(&path, "app_id = \"app_other\"\n").unwrap();
         let t = token_cli("user_alice", Some(&path)).unwrap();

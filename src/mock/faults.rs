@@ -108,14 +108,12 @@ impl Fault {
 
     fn check(&self) -> Result<(), MockError> {
         match self {
-            Fault::Error { status, .. } if !(500..=599).contains(status) => Err(
-                MockError::BadRequest(format!("error status must be 5xx, not {status}")),
-            ),
-            Fault::Error { times: Some(0), .. } | Fault::RateLimited { times: Some(0), .. } => {
-                Err(MockError::BadRequest(
-                    "times must be at least 1 (leave it out for \"until cleared\")".into(),
-                ))
+            Fault::Error { status, .. } if !(500..=599).contains(status) => {
+                Err(MockError::BadRequest(format!("error status must be 5xx, not {status}")))
             }
+            Fault::Error { times: Some(0), .. } | Fault::RateLimited { times: Some(0), .. } => Err(
+                MockError::BadRequest("times must be at least 1 (leave it out for \"until cleared\")".into()),
+            ),
             _ => Ok(()),
         }
     }
@@ -268,13 +266,7 @@ pub(crate) struct RateLimiter {
 impl RateLimiter {
     /// Admits a call, or says how many seconds to wait (at least 1). Refused calls do not use
     /// up the budget.
-    pub(crate) fn check(
-        &mut self,
-        per_minute: u32,
-        kind: EndpointKind,
-        key: &str,
-        now: Instant,
-    ) -> Result<(), u64> {
+    pub(crate) fn check(&mut self, per_minute: u32, kind: EndpointKind, key: &str, now: Instant) -> Result<(), u64> {
         const WINDOW: Duration = Duration::from_secs(60);
         let window = self.windows.entry((kind, key.to_owned())).or_default();
         while window
@@ -307,8 +299,7 @@ mod tests {
     #[test]
     fn counted_errors_run_out() {
         let mut t = FaultTable::default();
-        t.set(EndpointKind::Access.into(), Fault::error_times(2))
-            .unwrap();
+        t.set(EndpointKind::Access.into(), Fault::error_times(2)).unwrap();
         let fail = Some(Failure::Error { status: 500 });
         assert_eq!(t.take(EndpointKind::Access).1, fail);
         assert_eq!(t.take(EndpointKind::Jwks).1, None);
@@ -321,14 +312,10 @@ mod tests {
         let mut t = FaultTable::default();
         t.set(FaultScope::All, Fault::latency(Duration::from_millis(100)))
             .unwrap();
-        t.set(
-            EndpointKind::Access.into(),
-            Fault::latency(Duration::from_millis(50)),
-        )
-        .unwrap();
-        t.set(FaultScope::All, Fault::error()).unwrap();
-        t.set(EndpointKind::Access.into(), Fault::rate_limited(3))
+        t.set(EndpointKind::Access.into(), Fault::latency(Duration::from_millis(50)))
             .unwrap();
+        t.set(FaultScope::All, Fault::error()).unwrap();
+        t.set(EndpointKind::Access.into(), Fault::rate_limited(3)).unwrap();
         let (lat, f) = t.take(EndpointKind::Access);
         assert_eq!(lat, Duration::from_millis(150));
         assert_eq!(
@@ -384,9 +371,6 @@ mod tests {
         assert!(r.check(2, k, "b", t0).is_ok());
         assert!(r.check(2, EndpointKind::Jwks, "a", t0).is_ok());
         assert!(r.check(2, k, "a", t0 + Duration::from_secs(60)).is_ok());
-        assert_eq!(
-            r.check(2, k, "a", t0 + Duration::from_millis(60_500)),
-            Err(10)
-        );
+        assert_eq!(r.check(2, k, "a", t0 + Duration::from_millis(60_500)), Err(10));
     }
 }

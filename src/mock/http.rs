@@ -54,11 +54,7 @@ impl Reply {
             StatusCode::GATEWAY_TIMEOUT => "gateway_timeout",
             _ => "internal_server_error",
         };
-        Reply::error(
-            status,
-            kind,
-            "An unexpected error occurred (injected by the mock).",
-        )
+        Reply::error(status, kind, "An unexpected error occurred (injected by the mock).")
     }
 
     /// Whop's 429: the wait is in the message, and in `Retry-After` when `header`.
@@ -135,11 +131,7 @@ impl Query {
 
     /// The last value of `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// Every value of any of `names`.

@@ -188,9 +188,8 @@ pub(crate) struct LoadedKey {
 
 fn load_key(kid: &str, pem: &str, published: bool) -> Result<LoadedKey, String> {
     let der = pem_to_der(pem)?;
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).map_err(|e| {
-        format!("not a P-256 private key in PKCS#8 ({e}); ES256 needs curve P-256 (prime256v1)")
-    })?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+        .map_err(|e| format!("not a P-256 private key in PKCS#8 ({e}); ES256 needs curve P-256 (prime256v1)"))?;
     // Uncompressed SEC1 point: 0x04 || X (32 bytes) || Y (32 bytes).
     let point = pair.public_key().as_ref();
     if point.len() != 65 || point[0] != 4 {
@@ -237,9 +236,10 @@ impl KeyRing {
     pub(crate) fn new(state: &MockState) -> Result<KeyRing, MockError> {
         let mut keys = Vec::with_capacity(state.keys.len());
         for k in &state.keys {
-            let pem = k.private_key.as_deref().ok_or_else(|| {
-                MockError::InvalidState(format!("key {:?} has no private_key", k.kid))
-            })?;
+            let pem = k
+                .private_key
+                .as_deref()
+                .ok_or_else(|| MockError::InvalidState(format!("key {:?} has no private_key", k.kid)))?;
             keys.push(
                 load_key(&k.kid, pem, k.published)
                     .map_err(|e| MockError::InvalidState(format!("key {:?}: {e}", k.kid)))?,
@@ -289,9 +289,7 @@ impl KeyRing {
             .keys
             .iter()
             .find(|k| k.kid == signer_kid)
-            .ok_or_else(|| {
-                MockError::NotFound(format!("no signing key with kid {signer_kid:?}"))
-            })?;
+            .ok_or_else(|| MockError::NotFound(format!("no signing key with kid {signer_kid:?}")))?;
         let foreign;
         let encoding = if opts.foreign_key {
             foreign = load_key(signer_kid, &generate_pem()?, false).map_err(MockError::Crypto)?;
@@ -329,8 +327,7 @@ impl KeyRing {
             "iat": iat,
             "exp": exp,
         });
-        jsonwebtoken::encode(&header, &claims, encoding)
-            .map_err(|e| MockError::Crypto(format!("signing a token: {e}")))
+        jsonwebtoken::encode(&header, &claims, encoding).map_err(|e| MockError::Crypto(format!("signing a token: {e}")))
     }
 }
 
@@ -372,10 +369,7 @@ mod tests {
             .iter()
             .find(|k| k["kid"] == kid.as_str())
             .ok_or(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
-        let dk = DecodingKey::from_ec_components(
-            key["x"].as_str().unwrap(),
-            key["y"].as_str().unwrap(),
-        )?;
+        let dk = DecodingKey::from_ec_components(key["x"].as_str().unwrap(), key["y"].as_str().unwrap())?;
         let mut v = Validation::new(Algorithm::ES256);
         v.set_issuer(&[ISSUER]);
         v.set_audience(&[state.app_id.as_str()]);
@@ -400,9 +394,7 @@ mod tests {
     #[test]
     fn minted_token_has_whops_claims() {
         let s = state();
-        let t = s
-            .mint_token("user_alice", &TokenOptions::default())
-            .unwrap();
+        let t = s.mint_token("user_alice", &TokenOptions::default()).unwrap();
         let h = decode_header(&t).unwrap();
         assert_eq!(h.alg, Algorithm::ES256);
         assert_eq!(h.kid.as_deref(), Some("mock-key-1"));
@@ -427,19 +419,12 @@ mod tests {
             let t = s.mint_token("user_alice", &opts).unwrap();
             assert!(verify(&s, &t).is_err(), "{opts:?} verified");
         }
-        let t = s
-            .mint_token("user_alice", &TokenOptions::without_kid())
-            .unwrap();
+        let t = s.mint_token("user_alice", &TokenOptions::without_kid()).unwrap();
         assert_eq!(decode_header(&t).unwrap().kid, None);
         let t = s
-            .mint_token(
-                "user_alice",
-                &TokenOptions::audience_array(["app_mockapp000001"]),
-            )
+            .mint_token("user_alice", &TokenOptions::audience_array(["app_mockapp000001"]))
             .unwrap();
-        let c = jsonwebtoken::dangerous::insecure_decode::<Value>(&t)
-            .unwrap()
-            .claims;
+        let c = jsonwebtoken::dangerous::insecure_decode::<Value>(&t).unwrap().claims;
         assert!(c["aud"].is_array());
     }
 
@@ -449,9 +434,7 @@ mod tests {
         let pem = s.public_key_pem("mock-key-1").unwrap();
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
         let dk = DecodingKey::from_ec_pem(pem.as_bytes()).unwrap();
-        let t = s
-            .mint_token("user_alice", &TokenOptions::default())
-            .unwrap();
+        let t = s.mint_token("user_alice", &TokenOptions::default()).unwrap();
         let mut v = Validation::new(Algorithm::ES256);
         v.set_issuer(&[ISSUER]);
         v.set_audience(&[s.app_id.as_str()]);
@@ -471,16 +454,13 @@ K9TBmrKEaB7DfJShHYJ5LxWzYkcbO6/FKHVn0ZP+ck1yCRgQ5cfrquI=
 -----END PRIVATE KEY-----";
         let e = check_private_key(p384).unwrap_err();
         assert!(e.contains("P-256"), "{e}");
-        let e =
-            check_private_key("-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----")
-                .unwrap_err();
+        let e = check_private_key("-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----").unwrap_err();
         assert!(e.contains("openssl pkcs8"), "{e}");
     }
 
     #[test]
     fn token_options_read_from_json() {
-        let o: TokenOptions =
-            serde_json::from_str(r#"{"ttl":"30s","aud":["a","b"],"no_kid":true}"#).unwrap();
+        let o: TokenOptions = serde_json::from_str(r#"{"ttl":"30s","aud":["a","b"],"no_kid":true}"#).unwrap();
         assert_eq!(o.ttl, Some(Duration::from_secs(30)));
         assert_eq!(o.aud, Some(Audience::Many(vec!["a".into(), "b".into()])));
         assert!(o.no_kid);

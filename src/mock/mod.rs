@@ -214,16 +214,15 @@ pub use error::MockError;
 pub use faults::{Fault, FaultScope, HANG_FOR};
 pub use keys::{Audience, DEFAULT_KEY_PEM, DEFAULT_KID, DEFAULT_TOKEN_TTL, ISSUER, TokenOptions};
 pub use state::{
-    AccessGrant, AccessLevel, ApiKey, Company, DEFAULT_API_KEY, DEFAULT_APP_ID, DEFAULT_COMPANY_ID,
-    DEFAULT_CREATED_AT, Experience, Membership, MembershipShape, MembershipStatus, MockState,
-    OAuthState, Product, Resource, SigningKey, User,
+    AccessGrant, AccessLevel, ApiKey, Company, DEFAULT_API_KEY, DEFAULT_APP_ID, DEFAULT_COMPANY_ID, DEFAULT_CREATED_AT,
+    Experience, Membership, MembershipShape, MembershipStatus, MockState, OAuthState, Product, Resource, SigningKey,
+    User,
 };
 
 use runtime::Inner;
 
 /// Where `whopgate mock-whop` listens unless told otherwise: `127.0.0.1:12312`.
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 12312));
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 12312));
 
 /// A running mock Whop API. Dropping it stops the server (as [`MockWhop::shutdown`] does,
 /// without waiting).
@@ -236,9 +235,7 @@ pub struct MockWhop {
 
 impl std::fmt::Debug for MockWhop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MockWhop")
-            .field("addr", &self.addr)
-            .finish()
+        f.debug_struct("MockWhop").field("addr", &self.addr).finish()
     }
 }
 
@@ -247,9 +244,8 @@ impl MockWhop {
     /// runtime. Fails with `InvalidInput` for a bad state, with the bind error, or when called
     /// outside a tokio runtime.
     pub fn start(addr: SocketAddr, state: MockState) -> io::Result<MockWhop> {
-        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
-            io::Error::other("MockWhop::start must be called inside a tokio runtime")
-        })?;
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|_| io::Error::other("MockWhop::start must be called inside a tokio runtime"))?;
         let inner = Arc::new(Inner::new(state)?);
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
@@ -285,13 +281,8 @@ impl MockWhop {
 
     /// The first API key of the state.
     pub fn api_key(&self) -> String {
-        self.inner.with_world(|w| {
-            w.state
-                .api_keys
-                .first()
-                .map(|k| k.key.clone())
-                .unwrap_or_default()
-        })
+        self.inner
+            .with_world(|w| w.state.api_keys.first().map(|k| k.key.clone()).unwrap_or_default())
     }
 
     /// The app id (`aud` of minted tokens).
@@ -351,12 +342,7 @@ impl MockWhop {
     /// Calls received for this exact path (no query), e.g.
     /// `/api/v1/users/user_alice/access/prod_mockproduct1`.
     pub fn calls_to(&self, path: &str) -> usize {
-        self.inner
-            .calls()
-            .records()
-            .iter()
-            .filter(|r| r.path == path)
-            .count()
+        self.inner.calls().records().iter().filter(|r| r.path == path).count()
     }
 
     /// Arrival times of the calls of one kind, oldest first.
@@ -382,12 +368,7 @@ impl MockWhop {
 
     /// Sets the access override of a user (id or username) on a company, product or
     /// experience; the access check answers `level` from now on.
-    pub fn set_access(
-        &self,
-        user: &str,
-        resource: &str,
-        level: AccessLevel,
-    ) -> Result<(), MockError> {
+    pub fn set_access(&self, user: &str, resource: &str, level: AccessLevel) -> Result<(), MockError> {
         self.inner.set_access(user, resource, Some(level))
     }
 
@@ -397,11 +378,7 @@ impl MockWhop {
     }
 
     /// Changes a membership's status (found by id or license key), e.g. to cancel it.
-    pub fn set_membership_status(
-        &self,
-        id: &str,
-        status: MembershipStatus,
-    ) -> Result<(), MockError> {
+    pub fn set_membership_status(&self, id: &str, status: MembershipStatus) -> Result<(), MockError> {
         self.inner.set_membership_status(id, status)
     }
 
@@ -430,8 +407,7 @@ impl MockWhop {
     /// The public half of the current signing key as PEM, for a verifier configured with keys
     /// instead of the JWKS URL.
     pub fn public_key_pem(&self) -> Result<String, MockError> {
-        self.inner
-            .with_world(|w| w.keys.public_pem(w.state.signing_kid()))
+        self.inner.with_world(|w| w.keys.public_pem(w.state.signing_kid()))
     }
 
     /// The last `Api-Version-Date` header received on a Whop-shaped path.
@@ -489,19 +465,14 @@ pub(crate) mod serde_duration {
 
         use serde::{Deserialize, Deserializer, Serializer};
 
-        pub(crate) fn serialize<S: Serializer>(
-            d: &Option<Duration>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
+        pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
             match d {
                 Some(d) => super::serialize(d, s),
                 None => s.serialize_none(),
             }
         }
 
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<Duration>, D::Error> {
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             #[derive(Deserialize)]
             struct Wrapped(#[serde(with = "super")] Duration);
             Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(d)| d))

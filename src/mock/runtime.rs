@@ -76,10 +76,7 @@ impl Inner {
     }
 
     /// Applies a change to a copy of the state and swaps it in only if the result is valid.
-    fn update<R>(
-        &self,
-        f: impl FnOnce(&mut MockState) -> Result<R, MockError>,
-    ) -> Result<R, MockError> {
+    fn update<R>(&self, f: impl FnOnce(&mut MockState) -> Result<R, MockError>) -> Result<R, MockError> {
         let mut world = lock(&self.world);
         let mut next = world.state.clone();
         let out = f(&mut next)?;
@@ -111,12 +108,7 @@ impl Inner {
 
     /// Sets (or with `None` removes) the access override of a user (id or username) on a
     /// resource.
-    pub(crate) fn set_access(
-        &self,
-        user: &str,
-        resource: &str,
-        level: Option<AccessLevel>,
-    ) -> Result<(), MockError> {
+    pub(crate) fn set_access(&self, user: &str, resource: &str, level: Option<AccessLevel>) -> Result<(), MockError> {
         self.update(|s| {
             let user_id = s
                 .user(user)
@@ -141,11 +133,7 @@ impl Inner {
     }
 
     /// Changes the status of a membership (by id or license key); `updated_at` becomes now.
-    pub(crate) fn set_membership_status(
-        &self,
-        id: &str,
-        status: MembershipStatus,
-    ) -> Result<(), MockError> {
+    pub(crate) fn set_membership_status(&self, id: &str, status: MembershipStatus) -> Result<(), MockError> {
         self.update(|s| {
             let m = s
                 .memberships
@@ -335,15 +323,9 @@ mod tests {
         let i = inner();
         i.set_access("bob", "prod_mockproduct2", Some(AccessLevel::Customer))
             .unwrap();
-        assert_eq!(
-            level(&i, "user_bob", "prod_mockproduct2"),
-            Some(AccessLevel::Customer)
-        );
+        assert_eq!(level(&i, "user_bob", "prod_mockproduct2"), Some(AccessLevel::Customer));
         i.set_access("user_bob", "prod_mockproduct2", None).unwrap();
-        assert_eq!(
-            level(&i, "user_bob", "prod_mockproduct2"),
-            Some(AccessLevel::NoAccess)
-        );
+        assert_eq!(level(&i, "user_bob", "prod_mockproduct2"), Some(AccessLevel::NoAccess));
         assert!(matches!(
             i.set_access("user_zed", "prod_mockproduct2", None),
             Err(MockError::NotFound(_))
@@ -363,10 +345,7 @@ mod tests {
             level(&i, "user_alice", "prod_mockproduct1"),
             Some(AccessLevel::NoAccess)
         );
-        assert!(
-            i.set_membership_status("mem_nope", MembershipStatus::Active)
-                .is_err()
-        );
+        assert!(i.set_membership_status("mem_nope", MembershipStatus::Active).is_err());
     }
 
     #[test]
@@ -377,10 +356,7 @@ mod tests {
             .unwrap();
         assert_eq!(m.id, "mem_dave000000001");
         assert!(m.updated_at.is_some());
-        assert_eq!(
-            level(&i, "user_dave", "prod_mockproduct1"),
-            Some(AccessLevel::Customer)
-        );
+        assert_eq!(level(&i, "user_dave", "prod_mockproduct1"), Some(AccessLevel::Customer));
         let m = i
             .patch_membership(json!({"user_id": "user_bob", "product_id": "prod_mockproduct2"}))
             .unwrap();
@@ -390,9 +366,7 @@ mod tests {
             .patch_membership(json!({"user_id": "user_bob", "product_id": "prod_nope"}))
             .unwrap_err();
         assert!(e.to_string().contains("prod_nope"), "{e}");
-        let e = i
-            .patch_membership(json!({"user_id": "user_bob"}))
-            .unwrap_err();
+        let e = i.patch_membership(json!({"user_id": "user_bob"})).unwrap_err();
         assert!(e.to_string().contains("product_id"), "{e}");
         // A failed change leaves the state as it was.
         assert_eq!(i.state().memberships.len(), 3);
@@ -411,10 +385,7 @@ mod tests {
         let jwks = i.state().jwks().unwrap();
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
         assert_eq!(jwks["keys"][0]["kid"], "mock-key-3");
-        assert!(
-            i.rotate_key(false, Some("mock-key-3".into()), None)
-                .is_err()
-        );
+        assert!(i.rotate_key(false, Some("mock-key-3".into()), None).is_err());
     }
 
     #[test]

@@ -26,11 +26,7 @@ use super::state::ApiKey;
 
 /// Accepts connections until `shutdown` flips; then every open connection (a hanging call
 /// included) is dropped with the `JoinSet`.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    inner: Arc<Inner>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub(crate) async fn serve(listener: TcpListener, inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -73,11 +69,7 @@ async fn dispatch(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>
             .await
             .into_response();
     }
-    if let Some(v) = parts
-        .headers
-        .get("api-version-date")
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(v) = parts.headers.get("api-version-date").and_then(|v| v.to_str().ok()) {
         inner.note_api_version_date(v);
     }
     let route = api::route(&parts.method, path);
@@ -114,10 +106,7 @@ async fn whop(
     match failure {
         None => {}
         Some(Failure::Error { status }) => return Reply::server_error(status),
-        Some(Failure::RateLimited {
-            retry_after,
-            header,
-        }) => return Reply::rate_limited(retry_after, header),
+        Some(Failure::RateLimited { retry_after, header }) => return Reply::rate_limited(retry_after, header),
         Some(Failure::Hang) => {
             let _hanging = Hanging::new(inner);
             tokio::time::sleep(HANG_FOR).await;

@@ -284,9 +284,7 @@ impl Membership {
             Some(p) => p.clone(),
             None => format!(
                 "plan_{}",
-                self.product_id
-                    .strip_prefix("prod_")
-                    .unwrap_or(&self.product_id)
+                self.product_id.strip_prefix("prod_").unwrap_or(&self.product_id)
             ),
         }
     }
@@ -559,8 +557,7 @@ impl MockState {
 
     /// Parses and checks a JSON state (the body of `PUT /_mock/state`).
     pub fn from_json(text: &[u8]) -> Result<MockState, MockError> {
-        let raw: MockState =
-            serde_json::from_slice(text).map_err(|e| MockError::InvalidState(e.to_string()))?;
+        let raw: MockState = serde_json::from_slice(text).map_err(|e| MockError::InvalidState(e.to_string()))?;
         raw.resolve()
     }
 
@@ -577,22 +574,16 @@ impl MockState {
             return bad("app_id must not be empty".into());
         }
         if self.rate_limit_per_minute == Some(0) {
-            return bad(
-                "rate_limit_per_minute must be at least 1 (leave it out to disable)".into(),
-            );
+            return bad("rate_limit_per_minute must be at least 1 (leave it out to disable)".into());
         }
 
         let mut ids = HashSet::new();
         let mut unique = |what: &str, id: &str| -> Result<(), MockError> {
             if id.trim().is_empty() {
-                return Err(MockError::InvalidState(format!(
-                    "{what}: id must not be empty"
-                )));
+                return Err(MockError::InvalidState(format!("{what}: id must not be empty")));
             }
             if !ids.insert(id.to_owned()) {
-                return Err(MockError::InvalidState(format!(
-                    "{what}: id {id:?} is used twice"
-                )));
+                return Err(MockError::InvalidState(format!("{what}: id {id:?} is used twice")));
             }
             Ok(())
         };
@@ -629,10 +620,7 @@ impl MockState {
             unique(&at, &c.id)?;
             for a in &c.admins {
                 if !users.contains(a.as_str()) {
-                    return bad(format!(
-                        "{at} ({}): admin {a:?} is not one of the users",
-                        c.id
-                    ));
+                    return bad(format!("{at} ({}): admin {a:?} is not one of the users", c.id));
                 }
             }
         }
@@ -665,10 +653,7 @@ impl MockState {
             for p in &e.product_ids {
                 match product_company.get(p.as_str()) {
                     None => {
-                        return bad(format!(
-                            "{at} ({}): product {p:?} is not one of the products",
-                            e.id
-                        ));
+                        return bad(format!("{at} ({}): product {p:?} is not one of the products", e.id));
                     }
                     Some(c) if *c != e.company_id => {
                         return bad(format!(
@@ -714,10 +699,7 @@ impl MockState {
 
         for (i, g) in self.access.iter().enumerate() {
             if !users.contains(g.user_id.as_str()) {
-                return bad(format!(
-                    "access[{i}]: user_id {:?} is not one of the users",
-                    g.user_id
-                ));
+                return bad(format!("access[{i}]: user_id {:?} is not one of the users", g.user_id));
             }
             if self.resource(&g.resource_id).is_none() {
                 return bad(format!(
@@ -733,18 +715,14 @@ impl MockState {
         let mut api_keys = HashSet::new();
         for (i, k) in self.api_keys.iter().enumerate() {
             if k.key.trim().is_empty() || k.key.chars().any(|c| c.is_whitespace()) {
-                return bad(format!(
-                    "api_keys[{i}]: key must be non-empty and without spaces"
-                ));
+                return bad(format!("api_keys[{i}]: key must be non-empty and without spaces"));
             }
             if !api_keys.insert(k.key.as_str()) {
                 return bad(format!("api_keys[{i}]: key is listed twice"));
             }
             if let Some(c) = &k.company_id {
                 if !companies.contains(c.as_str()) {
-                    return bad(format!(
-                        "api_keys[{i}]: company_id {c:?} is not one of the companies"
-                    ));
+                    return bad(format!("api_keys[{i}]: company_id {c:?} is not one of the companies"));
                 }
             }
         }
@@ -763,9 +741,7 @@ impl MockState {
             }
             match (&k.private_key, k.generate) {
                 (Some(_), true) => {
-                    return bad(format!(
-                        "{at}: give either private_key or generate = true, not both"
-                    ));
+                    return bad(format!("{at}: give either private_key or generate = true, not both"));
                 }
                 (None, false) => {
                     return bad(format!(
@@ -777,8 +753,7 @@ impl MockState {
                     k.generate = false;
                 }
                 (Some(pem), false) => {
-                    keys::check_private_key(pem)
-                        .map_err(|e| MockError::InvalidState(format!("{at}: {e}")))?;
+                    keys::check_private_key(pem).map_err(|e| MockError::InvalidState(format!("{at}: {e}")))?;
                 }
             }
         }
@@ -814,10 +789,7 @@ impl MockState {
         if let Some(p) = self.products.iter().find(|p| p.id == id) {
             return Some(Resource::Product(p));
         }
-        self.experiences
-            .iter()
-            .find(|e| e.id == id)
-            .map(Resource::Experience)
+        self.experiences.iter().find(|e| e.id == id).map(Resource::Experience)
     }
 
     /// The company with this id.
@@ -832,14 +804,11 @@ impl MockState {
 
     /// The membership with this id (`mem_…`) or license key.
     pub fn membership(&self, id_or_key: &str) -> Option<&Membership> {
-        self.memberships
-            .iter()
-            .find(|m| m.id == id_or_key)
-            .or_else(|| {
-                self.memberships
-                    .iter()
-                    .find(|m| m.license_key.as_deref() == Some(id_or_key))
-            })
+        self.memberships.iter().find(|m| m.id == id_or_key).or_else(|| {
+            self.memberships
+                .iter()
+                .find(|m| m.license_key.as_deref() == Some(id_or_key))
+        })
     }
 
     /// The company that owns a membership's product.
@@ -868,9 +837,7 @@ impl MockState {
         let grants = |product_id: &str| match resource {
             Resource::Product(p) => p.id == product_id,
             Resource::Experience(e) => e.product_ids.iter().any(|p| p == product_id),
-            Resource::Company(c) => self
-                .product(product_id)
-                .is_some_and(|p| p.company_id == c.id),
+            Resource::Company(c) => self.product(product_id).is_some_and(|p| p.company_id == c.id),
         };
         let customer = self
             .memberships
@@ -887,9 +854,7 @@ impl MockState {
 /// Puts the file name in front of a state error.
 fn in_file(path: &Path, e: MockError) -> MockError {
     match e {
-        MockError::InvalidState(msg) => {
-            MockError::InvalidState(format!("state file {}: {msg}", path.display()))
-        }
+        MockError::InvalidState(msg) => MockError::InvalidState(format!("state file {}: {msg}", path.display())),
         other => other,
     }
 }
@@ -904,39 +869,15 @@ mod tests {
         assert_eq!(s.app_id, "app_mockapp000001");
         assert_eq!(s.signing_kid(), "mock-key-1");
         let lvl = |u, r| s.access_level(u, r);
-        assert_eq!(
-            lvl("user_alice", "prod_mockproduct1"),
-            Some(AccessLevel::Customer)
-        );
-        assert_eq!(
-            lvl("user_alice", "exp_mockexperienc1"),
-            Some(AccessLevel::Customer)
-        );
-        assert_eq!(
-            lvl("user_alice", "prod_mockproduct2"),
-            Some(AccessLevel::NoAccess)
-        );
-        assert_eq!(
-            lvl("user_alice", "biz_mockcompany01"),
-            Some(AccessLevel::Customer)
-        );
-        assert_eq!(
-            lvl("user_bob", "prod_mockproduct1"),
-            Some(AccessLevel::NoAccess)
-        );
-        assert_eq!(
-            lvl("user_carol", "prod_mockproduct2"),
-            Some(AccessLevel::Admin)
-        );
-        assert_eq!(
-            lvl("user_carol", "biz_mockcompany01"),
-            Some(AccessLevel::Admin)
-        );
+        assert_eq!(lvl("user_alice", "prod_mockproduct1"), Some(AccessLevel::Customer));
+        assert_eq!(lvl("user_alice", "exp_mockexperienc1"), Some(AccessLevel::Customer));
+        assert_eq!(lvl("user_alice", "prod_mockproduct2"), Some(AccessLevel::NoAccess));
+        assert_eq!(lvl("user_alice", "biz_mockcompany01"), Some(AccessLevel::Customer));
+        assert_eq!(lvl("user_bob", "prod_mockproduct1"), Some(AccessLevel::NoAccess));
+        assert_eq!(lvl("user_carol", "prod_mockproduct2"), Some(AccessLevel::Admin));
+        assert_eq!(lvl("user_carol", "biz_mockcompany01"), Some(AccessLevel::Admin));
         assert_eq!(lvl("carol", "exp_mockexperienc1"), Some(AccessLevel::Admin));
-        assert_eq!(
-            lvl("user_dave", "prod_mockproduct1"),
-            Some(AccessLevel::NoAccess)
-        );
+        assert_eq!(lvl("user_dave", "prod_mockproduct1"), Some(AccessLevel::NoAccess));
         assert_eq!(lvl("user_nobody", "prod_mockproduct1"), None);
         assert_eq!(lvl("user_alice", "prod_nothing"), None);
         assert_eq!(
@@ -952,10 +893,7 @@ mod tests {
             .filter(|s| s.is_valid())
             .map(|s| s.as_str())
             .collect();
-        assert_eq!(
-            valid,
-            ["trialing", "active", "past_due", "completed", "canceling"]
-        );
+        assert_eq!(valid, ["trialing", "active", "past_due", "completed", "canceling"]);
         assert_eq!(
             "past_due".parse::<MembershipStatus>().unwrap(),
             MembershipStatus::PastDue
@@ -1014,10 +952,7 @@ mod tests {
         assert_eq!(s.keys[0].kid, "mock-key-1");
         assert_eq!(s.users[0].username, "x");
         assert_eq!(s.memberships[0].plan(), "plan_x");
-        assert_eq!(
-            s.access_level("user_x", "prod_x"),
-            Some(AccessLevel::Customer)
-        );
+        assert_eq!(s.access_level("user_x", "prod_x"), Some(AccessLevel::Customer));
     }
 
     #[test]
@@ -1099,10 +1034,7 @@ mod tests {
             s.access_level("user_bob", "prod_mockproduct1"),
             Some(AccessLevel::Customer)
         );
-        assert_eq!(
-            s.access_level("carol", "exp_mockexperienc1"),
-            Some(AccessLevel::Admin)
-        );
+        assert_eq!(s.access_level("carol", "exp_mockexperienc1"), Some(AccessLevel::Admin));
         assert_eq!(s.jwks().unwrap(), MockState::default().jwks().unwrap());
     }
 

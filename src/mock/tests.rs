@@ -33,11 +33,7 @@ async fn send(req: reqwest::RequestBuilder) -> Answer {
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.json().await.unwrap();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer { status, headers, body }
 }
 
 /// A Whop API call with the mock's key and an `Api-Version-Date`.
@@ -88,10 +84,7 @@ async fn access_check_for_the_default_users() {
             json!({"has_access": has, "access_level": level}),
             "{user} {resource}"
         );
-        assert_eq!(
-            a.headers["content-type"], "application/json",
-            "{user} {resource}"
-        );
+        assert_eq!(a.headers["content-type"], "application/json", "{user} {resource}");
     }
     assert_eq!(mock.last_api_version_date().as_deref(), Some("2026-09-15"));
 
@@ -135,20 +128,15 @@ async fn membership_by_id_and_license_key_in_both_shapes() {
         assert_eq!(a.body, expected);
     }
 
-    let dave = api(&mock, "/api/v1/memberships/MOCK-DAVE-LICENSE")
-        .await
-        .body;
+    let dave = api(&mock, "/api/v1/memberships/MOCK-DAVE-LICENSE").await.body;
     assert_eq!(dave["id"], "mem_dave000000001");
     assert_eq!(dave["status"], "canceled");
     assert_eq!(dave["valid"], false);
     assert_eq!(dave["canceled_at"], 1_735_689_600);
 
-    let nested = api(
-        &mock,
-        "/api/v1/memberships/mem_alice00000001?mock_shape=nested",
-    )
-    .await
-    .body;
+    let nested = api(&mock, "/api/v1/memberships/mem_alice00000001?mock_shape=nested")
+        .await
+        .body;
     assert_eq!(
         nested["product"],
         json!({"id": "prod_mockproduct1", "title": "Mock Product One"})
@@ -168,16 +156,11 @@ async fn membership_by_id_and_license_key_in_both_shapes() {
         membership_shape: MembershipShape::Nested,
         ..MockState::default()
     });
-    let b = api(&nested_mock, "/api/v1/memberships/mem_alice00000001")
+    let b = api(&nested_mock, "/api/v1/memberships/mem_alice00000001").await.body;
+    assert_eq!(b["user"]["id"], "user_alice");
+    let b = api(&nested_mock, "/api/v1/memberships/mem_alice00000001?mock_shape=flat")
         .await
         .body;
-    assert_eq!(b["user"]["id"], "user_alice");
-    let b = api(
-        &nested_mock,
-        "/api/v1/memberships/mem_alice00000001?mock_shape=flat",
-    )
-    .await
-    .body;
     assert_eq!(b["user_id"], "user_alice");
 
     let a = api(&mock, "/api/v1/memberships/mem_unknown00001").await;
@@ -200,10 +183,7 @@ async fn company_keys_see_only_their_memberships() {
     let mock = start_with(state);
     let a = send(
         client()
-            .get(format!(
-                "{}/api/v1/memberships/mem_alice00000001",
-                mock.base_url()
-            ))
+            .get(format!("{}/api/v1/memberships/mem_alice00000001", mock.base_url()))
             .bearer_auth("other_key"),
     )
     .await;
@@ -233,7 +213,11 @@ async fn jwks_shape_and_no_key_needed() {
 #[tokio::test]
 async fn legacy_v2_list() {
     let mock = start();
-    let a = api(&mock, "/api/v2/memberships?user_id=user_alice&product_id=prod_mockproduct1&valid=true&page=1&per=10").await;
+    let a = api(
+        &mock,
+        "/api/v2/memberships?user_id=user_alice&product_id=prod_mockproduct1&valid=true&page=1&per=10",
+    )
+    .await;
     assert_eq!(a.status, 200);
     assert_eq!(
         a.body["pagination"],
@@ -291,11 +275,7 @@ async fn legacy_v5_list_defaults_to_valid_and_caps_per() {
     }
     let mock = start_with(state);
 
-    let a = api(
-        &mock,
-        "/api/v5/company/memberships?product_id=prod_mockproduct1",
-    )
-    .await;
+    let a = api(&mock, "/api/v5/company/memberships?product_id=prod_mockproduct1").await;
     assert_eq!(
         a.body["pagination"],
         json!({"current_page": 1, "total_pages": 1, "next_page": null, "prev_page": null, "total_count": 1})
@@ -375,13 +355,7 @@ async fn members_list() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| {
-            (
-                m["user"]["id"].clone(),
-                m["access_level"].clone(),
-                m["status"].clone(),
-            )
-        })
+        .map(|m| (m["user"]["id"].clone(), m["access_level"].clone(), m["status"].clone()))
         .collect();
     assert_eq!(
         got,
@@ -401,17 +375,11 @@ async fn members_list() {
 #[tokio::test]
 async fn api_key_is_required_and_checked() {
     let mock = start();
-    let url = format!(
-        "{}{}",
-        mock.base_url(),
-        access_path("user_alice", "prod_mockproduct1")
-    );
+    let url = format!("{}{}", mock.base_url(), access_path("user_alice", "prod_mockproduct1"));
     for req in [
         client().get(&url),
         client().get(&url).bearer_auth("wrong_key"),
-        client()
-            .get(&url)
-            .header("Authorization", "Basic bW9jazptb2Nr"),
+        client().get(&url).header("Authorization", "Basic bW9jazptb2Nr"),
         client().get(&url).header("Authorization", "mock_api_key"),
     ] {
         let a = send(req).await;
@@ -420,12 +388,7 @@ async fn api_key_is_required_and_checked() {
         assert!(a.body["error"]["message"].as_str().unwrap().len() > 5);
     }
     // Scheme is case-insensitive.
-    let a = send(
-        client()
-            .get(&url)
-            .header("Authorization", "bearer mock_api_key"),
-    )
-    .await;
+    let a = send(client().get(&url).header("Authorization", "bearer mock_api_key")).await;
     assert_eq!(a.status, 200);
     // Unknown /api/ routes: 401 without a key, 404 with one.
     let a = send(client().get(format!("{}/api/v1/nothing", mock.base_url()))).await;
@@ -491,11 +454,7 @@ async fn error_fault_for_n_calls_then_until_cleared() {
 async fn hang_fault_outlasts_the_client_timeout() {
     let mock = start();
     mock.set_fault(EndpointKind::Access, Fault::hang());
-    let url = format!(
-        "{}{}",
-        mock.base_url(),
-        access_path("user_alice", "prod_mockproduct1")
-    );
+    let url = format!("{}{}", mock.base_url(), access_path("user_alice", "prod_mockproduct1"));
     let hanging = || mock.inner.hanging.load(std::sync::atomic::Ordering::SeqCst);
     let t = Instant::now();
     let call = tokio::spawn(
@@ -517,19 +476,14 @@ async fn hang_fault_outlasts_the_client_timeout() {
     // The client went away, so the hanging call was dropped rather than left sleeping.
     let gone = Instant::now();
     while hanging() != 0 {
-        assert!(
-            gone.elapsed() < Duration::from_secs(2),
-            "hang outlived its client"
-        );
+        assert!(gone.elapsed() < Duration::from_secs(2), "hang outlived its client");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The rest of the mock is fine meanwhile.
     assert_eq!(send(client().get(mock.jwks_url())).await.status, 200);
     mock.clear_faults();
     assert_eq!(
-        api(&mock, &access_path("user_alice", "prod_mockproduct1"))
-            .await
-            .status,
+        api(&mock, &access_path("user_alice", "prod_mockproduct1")).await.status,
         200
     );
 }
@@ -559,9 +513,7 @@ async fn rate_limited_fault_with_and_without_retry_after() {
     assert_eq!(a.body["error"]["message"], "Try again in 3 seconds.");
     assert!(a.headers.get("retry-after").is_none());
     assert_eq!(
-        api(&mock, &access_path("user_alice", "prod_mockproduct1"))
-            .await
-            .status,
+        api(&mock, &access_path("user_alice", "prod_mockproduct1")).await.status,
         200
     );
 }
@@ -586,17 +538,9 @@ async fn real_rate_limit_per_kind_and_key() {
     assert_eq!(a.body["error"]["type"], "rate_limit_exceeded");
     let secs: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((59..=60).contains(&secs), "{secs}");
-    assert_eq!(
-        a.body["error"]["message"],
-        format!("Try again in {secs} seconds.")
-    );
+    assert_eq!(a.body["error"]["message"], format!("Try again in {secs} seconds."));
     // Another operation, another key: their own budgets.
-    assert_eq!(
-        api(&mock, "/api/v1/memberships/mem_alice00000001")
-            .await
-            .status,
-        200
-    );
+    assert_eq!(api(&mock, "/api/v1/memberships/mem_alice00000001").await.status, 200);
     let a = send(
         client()
             .get(format!("{}{path}", mock.base_url()))
@@ -695,10 +639,7 @@ async fn minted_tokens_verify_and_broken_ones_do_not() {
     assert_eq!(c.sub, "user_alice");
     assert_eq!(c.aud, "app_mockapp000001");
     assert_eq!(c.exp - c.iat, 3600);
-    assert_eq!(
-        decode_header(&token).unwrap().kid.as_deref(),
-        Some("mock-key-1")
-    );
+    assert_eq!(decode_header(&token).unwrap().kid.as_deref(), Some("mock-key-1"));
 
     // The token CLI, with no server, mints what the server accepts.
     let cli = token_cli("user_bob", None).unwrap();
@@ -708,10 +649,7 @@ async fn minted_tokens_verify_and_broken_ones_do_not() {
         ("expired", TokenOptions::expired()),
         ("other iss", TokenOptions::issuer("urn:whopcom:other")),
         ("other aud", TokenOptions::audience("app_someoneelse0")),
-        (
-            "aud array",
-            TokenOptions::audience_array(["app_mockapp000001"]),
-        ),
+        ("aud array", TokenOptions::audience_array(["app_mockapp000001"])),
         ("other kid", TokenOptions::with_kid("mock-key-404")),
         ("foreign key", TokenOptions::foreign_key()),
     ];
@@ -722,9 +660,7 @@ async fn minted_tokens_verify_and_broken_ones_do_not() {
 
     // No kid (like Whop's older tokens): a verifier that insists on a kid refuses it, one that
     // tries every served key accepts it, since the signing key is served.
-    let t = mock
-        .mint_token_with("user_alice", TokenOptions::without_kid())
-        .unwrap();
+    let t = mock.mint_token_with("user_alice", TokenOptions::without_kid()).unwrap();
     assert_eq!(decode_header(&t).unwrap().kid, None);
     assert_eq!(verify(&mock, &t).await.unwrap_err(), "no kid");
     let jwks: JwkSet = client()
@@ -759,10 +695,7 @@ async fn rotation_changes_the_jwks() {
         .collect();
     assert_eq!(kids, ["mock-key-1", "mock-key-2"]);
     let new = mock.mint_token("user_alice").unwrap();
-    assert_eq!(
-        decode_header(&new).unwrap().kid.as_deref(),
-        Some("mock-key-2")
-    );
+    assert_eq!(decode_header(&new).unwrap().kid.as_deref(), Some("mock-key-2"));
     assert!(verify(&mock, &old).await.is_ok());
     assert!(verify(&mock, &new).await.is_ok());
     // The PEM of the current signing key verifies its tokens without any JWKS.
@@ -784,11 +717,7 @@ async fn rotation_changes_the_jwks() {
         .mint_token_with("user_alice", TokenOptions::signed_with("mock-key-1"))
         .unwrap();
     assert!(verify(&mock, &dropped).await.is_err());
-    assert!(
-        verify(&mock, &mock.mint_token("user_alice").unwrap())
-            .await
-            .is_ok()
-    );
+    assert!(verify(&mock, &mock.mint_token("user_alice").unwrap()).await.is_ok());
 }
 
 #[tokio::test]
@@ -818,9 +747,7 @@ async fn control_api_drives_everything() {
         json!({"user_id": "user_bob", "resource_id": "prod_mockproduct2", "has_access": true, "access_level": "customer"})
     );
     assert_eq!(
-        api(&mock, &access_path("user_bob", "prod_mockproduct2"))
-            .await
-            .body["access_level"],
+        api(&mock, &access_path("user_bob", "prod_mockproduct2")).await.body["access_level"],
         "customer"
     );
     let a = control(
@@ -859,10 +786,7 @@ async fn control_api_drives_everything() {
     .await;
     assert_eq!(a.status, 200);
     assert_eq!(a.body["status"], "canceled");
-    assert_eq!(
-        api(&mock, &alice_p1).await.body["access_level"],
-        "no_access"
-    );
+    assert_eq!(api(&mock, &alice_p1).await.body["access_level"], "no_access");
     control(
         &mock,
         Method::POST,
@@ -871,9 +795,7 @@ async fn control_api_drives_everything() {
     )
     .await;
     assert_eq!(
-        api(&mock, &access_path("user_dave", "prod_mockproduct1"))
-            .await
-            .body["access_level"],
+        api(&mock, &access_path("user_dave", "prod_mockproduct1")).await.body["access_level"],
         "customer"
     );
     let a = control(
@@ -912,42 +834,18 @@ async fn control_api_drives_everything() {
     )
     .await;
     assert_eq!(a.status, 400);
-    let a =
-        send(client().delete(format!("{}/_mock/faults?endpoint=access", mock.base_url()))).await;
+    let a = send(client().delete(format!("{}/_mock/faults?endpoint=access", mock.base_url()))).await;
     assert_eq!(a.body, json!({}));
     assert_eq!(api(&mock, &alice_p1).await.status, 200);
 
     // Real rate limit on and off.
-    control(
-        &mock,
-        Method::PUT,
-        "/_mock/rate_limit",
-        json!({"per_minute": 1}),
-    )
-    .await;
+    control(&mock, Method::PUT, "/_mock/rate_limit", json!({"per_minute": 1})).await;
     api(&mock, "/api/v1/memberships/mem_alice00000001").await;
-    assert_eq!(
-        api(&mock, "/api/v1/memberships/mem_alice00000001")
-            .await
-            .status,
-        429
-    );
-    control(
-        &mock,
-        Method::PUT,
-        "/_mock/rate_limit",
-        json!({"per_minute": null}),
-    )
-    .await;
+    assert_eq!(api(&mock, "/api/v1/memberships/mem_alice00000001").await.status, 429);
+    control(&mock, Method::PUT, "/_mock/rate_limit", json!({"per_minute": null})).await;
 
     // Tokens and rotation.
-    let a = control(
-        &mock,
-        Method::POST,
-        "/_mock/token",
-        json!({"user_id": "user_carol"}),
-    )
-    .await;
+    let a = control(&mock, Method::POST, "/_mock/token", json!({"user_id": "user_carol"})).await;
     let token = a.body["token"].as_str().unwrap().to_owned();
     assert_eq!(verify(&mock, &token).await.unwrap().sub, "user_carol");
     let a = control(
@@ -957,45 +855,22 @@ async fn control_api_drives_everything() {
         json!({"user_id": "user_carol", "expired": true}),
     )
     .await;
-    assert!(
-        verify(&mock, a.body["token"].as_str().unwrap())
-            .await
-            .is_err()
-    );
-    let a = control(
-        &mock,
-        Method::POST,
-        "/_mock/token",
-        json!({"expired": true}),
-    )
-    .await;
+    assert!(verify(&mock, a.body["token"].as_str().unwrap()).await.is_err());
+    let a = control(&mock, Method::POST, "/_mock/token", json!({"expired": true})).await;
     assert_eq!(a.status, 400);
-    let a = control(
-        &mock,
-        Method::POST,
-        "/_mock/keys/rotate",
-        json!({"drop_old": true}),
-    )
-    .await;
+    let a = control(&mock, Method::POST, "/_mock/keys/rotate", json!({"drop_old": true})).await;
     assert_eq!(a.body["kid"], "mock-key-2");
     assert_eq!(a.body["jwks"]["keys"][0]["kid"], "mock-key-2");
     assert!(verify(&mock, &token).await.is_err());
 
     // State: read, replace (bad and good), reset.
-    let state = control(&mock, Method::GET, "/_mock/state", json!({}))
-        .await
-        .body;
+    let state = control(&mock, Method::GET, "/_mock/state", json!({})).await.body;
     assert_eq!(state["app_id"], "app_mockapp000001");
     let mut bad = state.clone();
     bad["memberships"][0]["product_id"] = json!("prod_missing");
     let a = control(&mock, Method::PUT, "/_mock/state", bad).await;
     assert_eq!(a.status, 400);
-    assert!(
-        a.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("prod_missing")
-    );
+    assert!(a.body["error"]["message"].as_str().unwrap().contains("prod_missing"));
     let mut good = state.clone();
     good["app_id"] = json!("app_replaced00001");
     let a = control(&mock, Method::PUT, "/_mock/state", good).await;
@@ -1019,9 +894,7 @@ async fn rust_handle_mirrors_the_control_api() {
     assert_eq!(api(&mock, &bob_p2).await.body["access_level"], "no_access");
     mock.set_membership_status("mem_alice00000001", MembershipStatus::Expired)
         .unwrap();
-    let m = api(&mock, "/api/v1/memberships/mem_alice00000001")
-        .await
-        .body;
+    let m = api(&mock, "/api/v1/memberships/mem_alice00000001").await.body;
     assert_eq!(m["status"], "expired");
     assert_eq!(m["valid"], false);
     assert!(matches!(
@@ -1035,11 +908,7 @@ async fn shutdown_releases_the_port_and_drop_stops() {
     let mock = start();
     let addr = mock.addr();
     mock.set_fault(EndpointKind::Access, Fault::hang());
-    let url = format!(
-        "{}{}",
-        mock.base_url(),
-        access_path("user_alice", "prod_mockproduct1")
-    );
+    let url = format!("{}{}", mock.base_url(), access_path("user_alice", "prod_mockproduct1"));
     let hanging = tokio::spawn(
         client()
             .get(url)

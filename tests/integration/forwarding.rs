@@ -239,3 +239,28 @@ async fn unmatched_and_protected_requests_do_not_reach_the_upstream() {
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     assert!(up.seen().is_empty(), "the upstream saw {:?}", up.seen());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let up = Upstream::start().await;
+    let gate = Whopgate::start(&config(&up.url(), &format!("log_format = \"json\"\n{PUBLIC}")));
+    client()
+        .get(gate.url("/public/j"))
+        .header("x-request-id", "json-req-1")
+        .send()
+        .await
+        .unwrap();
+    let line = gate
+        .wait_for_log("json-req-1", Duration::from_secs(5))
+        .expect("access log line");
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["target"], "whopgate::access");
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["path"], "/public/j");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["decision"], "public");
+    assert_eq!(entry["request_id"], "json-req-1");
+    for l in gate.logs() {
+        assert!(serde_json::from_str::<serde_json::Value>(&l).is_ok(), "not JSON: {l}");
+    }
+}

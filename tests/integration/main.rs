@@ -7,3 +7,4 @@ mod failures;
 mod forwarding;
 mod paths;
 mod streaming;
+mod tls;

@@ -23,10 +23,21 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_whopgate"))
 }
 
-fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+/// A field of a log line, text (`name=value`) or JSON.
+fn field(line: &str, name: &str) -> Option<String> {
+    if line.starts_with('{') {
+        let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+        return entry.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    }
     let start = line.find(&format!("{name}="))? + name.len() + 1;
     let rest = &line[start..];
-    Some(rest.split_whitespace().next().unwrap_or("").trim_matches('"'))
+    Some(
+        rest.split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_matches('"')
+            .to_owned(),
+    )
 }
 
 impl Whopgate {
