@@ -22,6 +22,7 @@ pub mod admin;
 pub mod check;
 pub mod config;
 pub mod gate;
+pub mod identity;
 pub mod log;
 pub mod metrics;
 pub mod mock;

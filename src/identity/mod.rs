@@ -1,0 +1,72 @@
+//! Identification: who is calling.
+//!
+//! A request may carry several credentials; the configured sources (`identity.sources`) are
+//! tried in order and the first that finds a credential decides. A credential that is present but
+//! fails is an error at once ([`CredentialError`]): it never falls through to a weaker source.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::header::HeaderValue;
+
+/// How the caller was identified: the `x-whopgate-source` header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Whop's signed user token (`x-whop-user-token`), added by Whop's app proxy.
+    UserToken,
+    /// A "Sign in with Whop" session cookie.
+    Session,
+    /// A software license key.
+    LicenseKey,
+    /// The fixed local-development identity.
+    Dev,
+}
+
+impl Source {
+    /// The header and log spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::UserToken => "user_token",
+            Source::Session => "session",
+            Source::LicenseKey => "license_key",
+            Source::Dev => "dev",
+        }
+    }
+
+    /// The value of `x-whopgate-source`.
+    pub fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(self.as_str())
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A caller whose credential checked out.
+///
+/// Shared (`Arc`) between the caches and the requests of one user, and carries its header value
+/// ready-made so forwarding costs no formatting.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The Whop user id (`user_…`).
+    pub user_id: Arc<str>,
+    /// `user_id` as a header value.
+    pub user_header: HeaderValue,
+    /// Which source identified the caller.
+    pub source: Source,
+    /// Display name, when the source knows it (sessions).
+    pub name: Option<Arc<str>>,
+    /// Email, when the source knows it (sessions).
+    pub email: Option<Arc<str>>,
+}
+
+impl Identity {
+    /// An identity for `user_id` from `source`; `None` if the id cannot be a header value.
+    pub fn new(user_id: &str, source: Source) -> Option<Self> {
+        let user_header = HeaderValue::from_str(user_id).ok()?;
+        Some(Self { user_id: Arc::from(user_id), user_header, source, name: None, email: None })
+    }
+}
