@@ -18,6 +18,7 @@
 //! The configuration is [`config`]; the sidecar binary wires it all in [`sidecar`].
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod check;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod sidecar;
+pub mod whop;
 
 pub use config::Config;
 pub use gate::{Gate, GateLayer, GateService};

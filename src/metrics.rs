@@ -72,6 +72,19 @@ impl RouteCounters {
     }
 }
 
+/// The lookup counters of one cache, resolved once (`whopgate_cache_requests_total{cache=…}`).
+#[derive(Debug, Clone)]
+pub struct CacheCounters {
+    /// Served from the cache, fresh.
+    pub hit: IntCounter,
+    /// Not in the cache (or expired): a fetch was started.
+    pub miss: IntCounter,
+    /// Expired, but served because the source is failing (stale-if-error).
+    pub stale: IntCounter,
+    /// Joined a fetch another request had already started.
+    pub coalesced: IntCounter,
+}
+
 /// Buckets for whole-request durations: from 100 µs (a cache hit) to 30 s (a slow upstream).
 const REQUEST_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
@@ -203,6 +216,17 @@ impl Metrics {
     /// A cache lookup result: `cache` ∈ decision|token|license, `result` ∈ hit|miss|stale|coalesced.
     pub fn cache_request(&self, cache: &str, result: &str) {
         self.cache_requests.with_label_values(&[cache, result]).inc();
+    }
+
+    /// The lookup counters of one cache (`decision`, `token` or `license`).
+    pub fn cache_counters(&self, cache: &str) -> CacheCounters {
+        let counter = |result: &str| self.cache_requests.with_label_values(&[cache, result]);
+        CacheCounters {
+            hit: counter("hit"),
+            miss: counter("miss"),
+            stale: counter("stale"),
+            coalesced: counter("coalesced"),
+        }
     }
 
     /// A gauge handle for one cache's entry count.

@@ -1,0 +1,15 @@
+//! Access decisions: does user U have access to resource R? Asked of the Whop API through
+//! [`AccessCache`], so a busy app costs Whop almost no calls (SPEC §4, "Decision").
+//!
+//! - The key is exactly (user id, resource id).
+//! - Granted decisions live `cache.ttl`, refusals `cache.negative_ttl`.
+//! - Concurrent misses for one key make one Whop call; the others wait for its answer.
+//! - An entry in use near the end of its life is refreshed in the background, so steady traffic
+//!   never waits on Whop.
+//! - While Whop fails (timeout, 5xx, 429, budget spent), an expired entry is served for up to
+//!   `cache.stale_if_error`.
+//! - One user's entries can be dropped (a webhook said their access changed) without scanning.
+
+mod cache;
+
+pub use cache::{AccessCache, CacheSettings, Decision};

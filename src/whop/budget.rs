@@ -1,0 +1,89 @@
+//! Staying inside Whop's rate limits: a hard per-minute budget per endpoint, and a pause after a
+//! 429 for as long as Whop asked.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::error::WhopError;
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// The calls one endpoint may still make.
+///
+/// The budget is exact over every sliding minute (not a token bucket, which lets twice the
+/// budget through across a window boundary): a call is allowed only if fewer than `limit` calls
+/// were made in the 60 s before it.
+#[derive(Debug)]
+pub struct CallBudget {
+    limit: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    calls: VecDeque<Instant>,
+    paused_until: Option<Instant>,
+}
+
+impl CallBudget {
+    /// A budget of `per_minute` calls in any minute.
+    pub fn new(per_minute: u32) -> Self {
+        let limit = usize::try_from(per_minute.max(1)).unwrap_or(usize::MAX);
+        Self { limit, state: Mutex::new(State::default()) }
+    }
+
+    /// Takes one call from the budget, or says why not (paused, or spent).
+    pub fn take(&self) -> Result<(), WhopError> {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(until) = state.paused_until {
+            if now < until {
+                return Err(WhopError::Paused { retry_after: until - now });
+            }
+            state.paused_until = None;
+        }
+        while state.calls.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+            state.calls.pop_front();
+        }
+        if state.calls.len() >= self.limit {
+            let oldest = state.calls.front().copied().unwrap_or(now);
+            return Err(WhopError::BudgetExhausted { retry_after: WINDOW.saturating_sub(now.duration_since(oldest)) });
+        }
+        state.calls.push_back(now);
+        Ok(())
+    }
+
+    /// No calls for `duration` (Whop said so).
+    pub fn pause(&self, duration: Duration) {
+        let until = Instant::now() + duration;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.paused_until = Some(state.paused_until.map_or(until, |u| u.max(until)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_is_hard() {
+        let b = CallBudget::new(3);
+        assert!(b.take().is_ok());
+        assert!(b.take().is_ok());
+        assert!(b.take().is_ok());
+        match b.take() {
+            Err(WhopError::BudgetExhausted { retry_after }) => assert!(retry_after > Duration::from_secs(59)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pause_blocks_calls() {
+        let b = CallBudget::new(100);
+        b.pause(Duration::from_millis(50));
+        assert!(matches!(b.take(), Err(WhopError::Paused { .. })));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.take().is_ok());
+    }
+}

@@ -1,0 +1,146 @@
+//! The Whop API shapes whopgate reads (SPEC §1). Unknown fields are ignored: Whop adds fields.
+
+use serde::Deserialize;
+
+use crate::config::{AccessLevel, MembershipStatus};
+
+/// What Whop says a user holds on a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// No valid membership and not on the team.
+    NoAccess,
+    /// Holds a valid membership.
+    Customer,
+    /// A team member of the company.
+    Admin,
+}
+
+impl Access {
+    /// Is this enough for a rule that requires `level`?
+    pub fn satisfies(self, level: AccessLevel) -> bool {
+        match level {
+            AccessLevel::Customer => matches!(self, Access::Customer | Access::Admin),
+            AccessLevel::Admin => self == Access::Admin,
+        }
+    }
+
+    /// `no_access`, `customer` or `admin`, as Whop and `x-whop-access-level` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::NoAccess => "no_access",
+            Access::Customer => "customer",
+            Access::Admin => "admin",
+        }
+    }
+}
+
+/// `GET /api/v1/users/{user_id}/access/{resource_id}`
+#[derive(Debug, Deserialize)]
+pub(crate) struct AccessResponse {
+    pub has_access: bool,
+    #[serde(default)]
+    pub access_level: Option<String>,
+}
+
+impl AccessResponse {
+    /// An unknown level with `has_access` is read as customer: access, but not admin.
+    pub fn access(&self) -> Access {
+        match (self.has_access, self.access_level.as_deref()) {
+            (true, Some("admin")) => Access::Admin,
+            (true, _) => Access::Customer,
+            (false, _) => Access::NoAccess,
+        }
+    }
+}
+
+/// `{"id": …}` as older API versions nest it.
+#[derive(Debug, Deserialize)]
+struct Nested {
+    id: String,
+}
+
+/// A membership (`GET /api/v1/memberships/{id or license key}`), flat or nested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// `mem_…`
+    pub id: String,
+    /// Its status; `None` when Whop sent one we do not know.
+    pub status: Option<MembershipStatus>,
+    /// The status as Whop spelt it.
+    pub status_text: String,
+    /// The product it is for.
+    pub product_id: Option<String>,
+    /// The user who holds it.
+    pub user_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawMembership {
+    id: String,
+    status: String,
+    #[serde(default)]
+    product_id: Option<String>,
+    #[serde(default)]
+    product: Option<Nested>,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    user: Option<Nested>,
+}
+
+impl<'de> Deserialize<'de> for Membership {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawMembership::deserialize(deserializer)?;
+        Ok(Membership {
+            id: raw.id,
+            status: MembershipStatus::parse(&raw.status),
+            status_text: raw.status,
+            product_id: raw.product_id.or(raw.product.map(|p| p.id)),
+            user_id: raw.user_id.or(raw.user.map(|u| u.id)),
+        })
+    }
+}
+
+/// `{"error": {"code" | "type": …, "message": …}}`
+#[derive(Debug, Deserialize)]
+pub(crate) struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ErrorDetail {
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_levels() {
+        let r: AccessResponse = serde_json::from_str(r#"{"has_access":true,"access_level":"admin"}"#).unwrap();
+        assert_eq!(r.access(), Access::Admin);
+        assert!(Access::Admin.satisfies(AccessLevel::Customer));
+        assert!(!Access::Customer.satisfies(AccessLevel::Admin));
+        assert!(!Access::NoAccess.satisfies(AccessLevel::Customer));
+        let r: AccessResponse = serde_json::from_str(r#"{"has_access":false,"access_level":"admin"}"#).unwrap();
+        assert_eq!(r.access(), Access::NoAccess);
+    }
+
+    #[test]
+    fn membership_flat_and_nested() {
+        let flat: Membership =
+            serde_json::from_str(r#"{"id":"mem_1","status":"active","product_id":"prod_1","user_id":"user_1","x":1}"#)
+                .unwrap();
+        let nested: Membership = serde_json::from_str(
+            r#"{"id":"mem_1","status":"active","product":{"id":"prod_1"},"user":{"id":"user_1","username":"u"}}"#,
+        )
+        .unwrap();
+        assert_eq!(flat, nested);
+        assert_eq!(flat.status, Some(MembershipStatus::Active));
+        let odd: Membership = serde_json::from_str(r#"{"id":"mem_2","status":"paused"}"#).unwrap();
+        assert_eq!(odd.status, None);
+        assert_eq!(odd.status_text, "paused");
+    }
+}
