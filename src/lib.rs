@@ -22,6 +22,7 @@ pub mod access;
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod demo;
 pub mod gate;
 pub mod identity;
 pub mod log;
@@ -35,4 +36,4 @@ pub mod sidecar;
 pub mod whop;
 
 pub use config::Config;
-pub use gate::{Gate, GateLayer, GateService};
+pub use gate::{Gate, GateLayer, GateService, WhopUser};

@@ -1,5 +1,6 @@
 //! The `whopgate` command: run the sidecar, check or explain a config.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,6 +33,35 @@ enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// See the gate work on this machine: a local Whop stand-in, a tiny app, and the gate in front.
+    Demo {
+        /// Where the gate listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// A local stand-in for the Whop API, for development and CI (like stripe-mock for Stripe).
+    MockWhop {
+        /// Where the mock listens.
+        #[arg(long, default_value_t = whopgate::mock::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// A state file (TOML): users, products, memberships, keys. Default: the built-in state.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<MockCommand>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MockCommand {
+    /// Print a user token that the mock's JWKS verifies.
+    Token {
+        /// The user, e.g. user_alice.
+        user: String,
+        /// The same state file the mock runs with.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
 }
 
 /// Exit code for a bad config or usage.
@@ -45,6 +75,60 @@ fn main() -> ExitCode {
         None => run(&cli.config),
         Some(Command::Check) => check(&cli.config),
         Some(Command::Explain { method, path, host }) => explain(&cli.config, &method, &path, host.as_deref()),
+        Some(Command::Demo { listen }) => demo(listen),
+        Some(Command::MockWhop { listen, state, command: None }) => mock_whop(listen, state),
+        Some(Command::MockWhop { state, command: Some(MockCommand::Token { user, state: token_state }), .. }) => {
+            mock_token(&user, token_state.or(state))
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: could not start the runtime: {e}");
+            None
+        }
+    }
+}
+
+fn demo(listen: SocketAddr) -> ExitCode {
+    let _log = whopgate::log::init(whopgate::config::LogFormat::Text);
+    let Some(runtime) = runtime() else { return ExitCode::from(EXIT_RUNTIME) };
+    // The default port may be taken on a developer machine: any free port is as good a demo.
+    let listen = if std::net::TcpListener::bind(listen).is_ok() { listen } else { SocketAddr::new(listen.ip(), 0) };
+    match runtime.block_on(whopgate::demo::run(listen)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn mock_whop(listen: SocketAddr, state: Option<PathBuf>) -> ExitCode {
+    let _log = whopgate::log::init(whopgate::config::LogFormat::Text);
+    let Some(runtime) = runtime() else { return ExitCode::from(EXIT_RUNTIME) };
+    match runtime.block_on(whopgate::mock::run_cli(listen, state.as_deref())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if matches!(e, whopgate::mock::MockError::InvalidState(_)) { EXIT_CONFIG } else { EXIT_RUNTIME })
+        }
+    }
+}
+
+fn mock_token(user: &str, state: Option<PathBuf>) -> ExitCode {
+    match whopgate::mock::token_cli(user, state.as_deref()) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 

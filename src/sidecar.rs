@@ -63,6 +63,53 @@ fn worker_count() -> usize {
 
 /// Runs the sidecar until SIGTERM or SIGINT, then drains and returns.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    Sidecar::start(config).await?.run_until_signal().await;
+    Ok(())
+}
+
+/// A started sidecar: serving, ready, and waiting to be told to stop.
+#[derive(Debug)]
+pub struct Sidecar {
+    server: Server,
+    admin_addr: Option<std::net::SocketAddr>,
+    readiness: Arc<Readiness>,
+    stop_admin: watch::Sender<bool>,
+    drain_timeout: std::time::Duration,
+    gate: Gate,
+}
+
+impl Sidecar {
+    /// Where clients connect.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The admin listener's address, when configured.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The gate this sidecar runs.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops accepting, drains and returns.
+    pub async fn run_until_signal(self) {
+        let signal = wait_for_signal().await;
+        tracing::info!(
+            signal,
+            drain_timeout = %humantime::format_duration(self.drain_timeout),
+            "shutting down: no new connections; finishing in-flight requests"
+        );
+        self.readiness.set(false);
+        self.server.shutdown().await;
+        let _ = self.stop_admin.send(true);
+        tracing::info!("stopped");
+    }
+
+    /// Binds the listeners, starts the workers and returns once ready (logging the ready line).
+    pub async fn start(config: Config) -> Result<Sidecar, RunError> {
     let upstream = config.upstream.clone().ok_or(RunError::NoUpstream)?;
     let authority = upstream
         .authority()
@@ -70,6 +117,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .ok_or(RunError::NoUpstream)?;
     let gate = Gate::from_config(&config).await.map_err(RunError::Gate)?;
     let metrics = gate.metrics().clone();
+    let gate_keys_loaded = {
+        let gate = gate.clone();
+        async move { gate.keys_loaded().await }
+    };
     let proxy = Proxy::new(UpstreamAddr { authority }, config.upstream_timeout, metrics.clone());
     let readiness = Arc::new(Readiness::default());
     let (stop_admin, admin_stopped) = watch::channel(false);
@@ -109,11 +160,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         tls,
     };
     let workers = settings.workers;
-    let server = Server::start(settings, gate, proxy).map_err(|source| RunError::Bind {
+    let server = Server::start(settings, gate.clone(), proxy).map_err(|source| RunError::Bind {
         what: "listen",
         addr: config.listen,
         source,
     })?;
+    // Ready once the user-token keys are loaded (or their first fetch failed: the built-in key
+    // still works), but never held back longer than a Whop call may take.
+    let _ = tokio::time::timeout(config.whop.timeout, gate_keys_loaded).await;
     readiness.set(true);
     tracing::info!(
         listen = %server.local_addr(),
@@ -124,18 +178,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         workers,
         "whopgate ready"
     );
-
-    let signal = wait_for_signal().await;
-    tracing::info!(
-        signal,
-        drain_timeout = %humantime::format_duration(config.limits.drain_timeout),
-        "shutting down: no new connections; finishing in-flight requests"
-    );
-    readiness.set(false);
-    server.shutdown().await;
-    let _ = stop_admin.send(true);
-    tracing::info!("stopped");
-    Ok(())
+    Ok(Sidecar {
+        server,
+        admin_addr,
+        readiness,
+        stop_admin,
+        drain_timeout: config.limits.drain_timeout,
+        gate,
+    })
+    }
 }
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C) and names it.

@@ -6,9 +6,15 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use serde_json::json;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::negotiate::ResponseStyle;
+use crate::config::AccessLevel;
+use crate::identity::CredentialError;
 use crate::metrics::Decision;
 use crate::path::PathRejection;
+use crate::whop::WhopError;
 
 /// A request the gate answers itself.
 #[derive(Debug, Clone)]
@@ -22,6 +28,24 @@ pub enum Denial {
         /// Where a browser signs in, when the session source is on.
         login_url: Option<String>,
     },
+    /// A credential was present and failed.
+    InvalidCredentials(CredentialError),
+    /// Identity known; none of the required resources grants the required level.
+    Forbidden {
+        /// The rule's `require`.
+        required: Vec<Arc<str>>,
+        /// The rule's `access_level`.
+        access_level: AccessLevel,
+        /// Where a browser goes to buy access.
+        checkout_url: Option<String>,
+    },
+    /// Whop could not be asked and nothing usable was cached.
+    Unavailable {
+        /// For `Retry-After`.
+        retry_after: Duration,
+        /// What went wrong (logged, not shown).
+        cause: WhopError,
+    },
 }
 
 impl Denial {
@@ -31,6 +55,9 @@ impl Denial {
             Denial::BadPath(_) => Decision::BadRequest,
             Denial::NoRule => Decision::Forbidden,
             Denial::Unauthenticated { .. } => Decision::Unauthenticated,
+            Denial::InvalidCredentials(_) => Decision::InvalidCredentials,
+            Denial::Forbidden { .. } => Decision::Forbidden,
+            Denial::Unavailable { .. } => Decision::Unavailable,
         }
     }
 
@@ -40,6 +67,15 @@ impl Denial {
             Denial::BadPath(_) => "bad_path",
             Denial::NoRule => "no_matching_rule",
             Denial::Unauthenticated { .. } => "no_credential",
+            Denial::InvalidCredentials(e) => e.reason(),
+            Denial::Forbidden { .. } => "no_access",
+            Denial::Unavailable { cause, .. } => match cause {
+                WhopError::Timeout => "whop_timeout",
+                WhopError::RateLimited { .. } | WhopError::Paused { .. } => "whop_rate_limited",
+                WhopError::BudgetExhausted { .. } => "whop_budget_exhausted",
+                WhopError::Unauthorized { .. } | WhopError::NoApiKey => "whop_api_key_refused",
+                _ => "whop_error",
+            },
         }
     }
 
@@ -79,6 +115,62 @@ impl Denial {
                 "Open this app from Whop to sign in.",
                 None,
             ),
+            (Denial::InvalidCredentials(error), ResponseStyle::Api) => {
+                let mut response = json_response(
+                    StatusCode::UNAUTHORIZED,
+                    json!({"error": "invalid_credentials", "message": error.to_string()}),
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="whopgate", error="invalid_token""#),
+                );
+                response
+            }
+            (Denial::InvalidCredentials(error), ResponseStyle::Browser) => html_response(
+                StatusCode::UNAUTHORIZED,
+                "Sign in again",
+                &format!("Your sign-in could not be checked: {error}. Open this app from Whop again."),
+                None,
+            ),
+            (Denial::Forbidden { required, access_level, checkout_url }, ResponseStyle::Api) => {
+                let message = match access_level {
+                    AccessLevel::Admin => "this route is for the team of the company that sells it",
+                    AccessLevel::Customer => "your Whop account does not have access to this",
+                };
+                let required: Vec<&str> = required.iter().map(|r| &**r).collect();
+                let mut body = json!({"error": "forbidden", "message": message, "required": required});
+                if let Some(url) = &checkout_url {
+                    body["checkout_url"] = json!(url);
+                }
+                json_response(StatusCode::FORBIDDEN, body)
+            }
+            (Denial::Forbidden { checkout_url: Some(url), .. }, ResponseStyle::Browser) => redirect(&url),
+            (Denial::Forbidden { access_level, .. }, ResponseStyle::Browser) => {
+                let message = match access_level {
+                    AccessLevel::Admin => "This page is for the team of the company that sells this app.",
+                    AccessLevel::Customer => "Your Whop account does not have access to this yet.",
+                };
+                html_response(StatusCode::FORBIDDEN, "No access", message, None)
+            }
+            (Denial::Unavailable { retry_after, .. }, style) => {
+                let mut response = match style {
+                    ResponseStyle::Api => json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"error": "access_check_unavailable", "message": "access could not be checked with Whop right now; try again shortly"}),
+                    ),
+                    ResponseStyle::Browser => html_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Try again shortly",
+                        "Your access could not be checked with Whop right now.",
+                        None,
+                    ),
+                };
+                let seconds = retry_after.as_secs().max(1);
+                if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                response
+            }
         }
     }
 }
@@ -189,6 +281,36 @@ mod tests {
         assert_eq!(json_of(&r)["error"], "bad_request");
         let r = Denial::BadPath(PathRejection::EncodedSlash).into_response(ResponseStyle::Browser);
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn forbidden_lists_what_is_required_and_redirects_browsers_to_checkout() {
+        let denial = Denial::Forbidden {
+            required: vec![Arc::from("prod_a"), Arc::from("prod_b")],
+            access_level: AccessLevel::Customer,
+            checkout_url: Some("https://whop.com/checkout/plan_x".into()),
+        };
+        let api = denial.clone().into_response(ResponseStyle::Api);
+        assert_eq!(api.status(), StatusCode::FORBIDDEN);
+        let body = json_of(&api);
+        assert_eq!(body["error"], "forbidden");
+        assert_eq!(body["required"], json!(["prod_a", "prod_b"]));
+        assert_eq!(body["checkout_url"], "https://whop.com/checkout/plan_x");
+        let browser = denial.into_response(ResponseStyle::Browser);
+        assert_eq!(browser.status(), StatusCode::FOUND);
+        assert_eq!(browser.headers()["location"], "https://whop.com/checkout/plan_x");
+    }
+
+    #[test]
+    fn unavailable_has_retry_after() {
+        let denial = Denial::Unavailable { retry_after: Duration::from_secs(12), cause: WhopError::Timeout };
+        let api = denial.clone().into_response(ResponseStyle::Api);
+        assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(api.headers()["retry-after"], "12");
+        assert_eq!(json_of(&api)["error"], "access_check_unavailable");
+        let browser = denial.into_response(ResponseStyle::Browser);
+        assert_eq!(browser.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(browser.headers()["retry-after"], "12");
     }
 
     #[test]

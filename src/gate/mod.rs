@@ -35,30 +35,33 @@
 
 mod body;
 pub mod denial;
+mod judge;
 pub mod negotiate;
 mod record;
 pub mod request_id;
 mod service;
+mod user;
 
-use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::header::HeaderValue;
 
 pub use body::GateBody;
 pub use denial::Denial;
+pub use judge::{X_WHOP_ACCESS_LEVEL, X_WHOP_RESOURCE_ID, X_WHOP_USER_ID, X_WHOPGATE_SOURCE};
 pub use record::ACCESS_TARGET;
 pub use service::{GateLayer, GateService, ResponseFuture};
+pub use user::WhopUser;
+#[cfg(feature = "axum")]
+pub use user::MissingWhopUser;
 
-use crate::config::Config;
-use crate::metrics::{Decision, Metrics, RouteCounters};
-use crate::path;
-use crate::proxy::headers::strip_identity_headers;
-use crate::route::{RouteTable, Rule};
-use record::LogLine;
+use crate::access::{AccessCache, CacheSettings};
+use crate::config::{Config, SourceKind};
+use crate::identity::{Identifier, UserTokenSetupError, UserTokenVerifier};
+use crate::metrics::{Metrics, RouteCounters};
+use crate::route::RouteTable;
+use crate::whop::WhopClient;
 
 /// The gate, built once from the config and shared by every connection and worker.
 #[derive(Debug, Clone)]
@@ -68,37 +71,96 @@ pub struct Gate {
 
 /// Why a gate could not be built.
 #[derive(Debug)]
-pub enum GateError {}
+pub enum GateError {
+    /// Not called from within a tokio runtime (the gate spawns its background work there).
+    NoRuntime,
+    /// The user-token verifier could not be set up (a bad `public_keys` entry).
+    UserToken(UserTokenSetupError),
+    /// The config asks for something this build does not do yet.
+    Unsupported(String),
+}
 
 impl std::fmt::Display for GateError {
-    fn fmt(&self, _f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {}
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GateError::NoRuntime => f.write_str("the gate must be built inside a tokio runtime"),
+            GateError::UserToken(e) => write!(f, "identity.user_token: {e}"),
+            GateError::Unsupported(what) => write!(f, "{what} is not supported yet"),
+        }
     }
 }
 
 impl std::error::Error for GateError {}
 
 impl Gate {
-    /// Builds the gate a config describes.
+    /// Builds the gate a config describes. Must run inside a tokio runtime: background work
+    /// (JWKS fetches, Whop calls, refreshes) is spawned there.
     pub async fn from_config(config: &Config) -> Result<Gate, GateError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| GateError::NoRuntime)?;
+        for source in &config.identity.sources {
+            if *source != SourceKind::UserToken {
+                return Err(GateError::Unsupported(format!("the `{source}` identity source")));
+            }
+        }
+        if config.whop.access_api != crate::config::AccessApi::CheckAccess {
+            return Err(GateError::Unsupported(format!("whop.access_api = \"{}\"", config.whop.access_api)));
+        }
         let metrics = Arc::new(Metrics::new());
+        let http = WhopClient::http_client();
+        let client = Arc::new(WhopClient::new(&config.whop, http.clone(), metrics.clone()));
+
+        let user_token = if config.identity.sources.contains(&SourceKind::UserToken) {
+            let app_id = config.whop.app_id.as_deref().unwrap_or_default();
+            let verifier = UserTokenVerifier::new(
+                &config.identity.user_token,
+                app_id,
+                http,
+                metrics.clone(),
+                runtime.clone(),
+                config.cache.max_entries,
+            )
+            .map_err(GateError::UserToken)?;
+            Some(verifier)
+        } else {
+            None
+        };
+        let identifier = Identifier::new(config.identity.sources.clone(), user_token);
+
         let routes = RouteTable::new(&config.routes);
-        let route_labels = routes
+        let mut resources: Vec<Arc<str>> = Vec::new();
+        for rule in routes.rules() {
+            for resource in &rule.require {
+                if !resources.contains(resource) {
+                    resources.push(resource.clone());
+                }
+            }
+        }
+        let settings = CacheSettings {
+            ttl: config.cache.ttl,
+            negative_ttl: config.cache.negative_ttl,
+            stale_if_error: config.cache.stale_if_error,
+            max_entries: config.cache.max_entries,
+            whop_timeout: config.whop.timeout,
+        };
+        let access = AccessCache::new(client, settings, resources, &metrics, runtime.clone());
+
+        let rules = routes
             .rules()
             .iter()
-            .map(|r| Arc::<str>::from(r.path.as_str()))
-            .collect::<Vec<_>>();
-        let route_counters = route_labels.iter().map(|l| metrics.route_counters(l)).collect();
+            .map(|rule| RuleState {
+                label: Arc::from(rule.path.as_str()),
+                counters: metrics.route_counters(&rule.path),
+                resources: rule
+                    .require
+                    .iter()
+                    .filter_map(|r| HeaderValue::from_str(r).ok().map(|v| (r.clone(), v)))
+                    .collect(),
+            })
+            .collect();
         let no_route_counters = metrics.route_counters("");
-        Ok(Gate {
-            state: Arc::new(GateState {
-                routes,
-                route_labels,
-                route_counters,
-                no_route_counters,
-                metrics,
-            }),
-        })
+        let state = Arc::new(GateState { routes, rules, no_route_counters, metrics, identifier, access });
+        runtime.spawn(update_gauges(Arc::downgrade(&state)));
+        Ok(Gate { state })
     }
 
     /// The tower layer that puts this gate in front of a service.
@@ -115,144 +177,44 @@ impl Gate {
     pub fn routes(&self) -> &RouteTable {
         &self.state.routes
     }
+
+    /// Resolves once the keys the identity sources need are loaded (the first JWKS fetch is
+    /// done, whether it succeeded or not).
+    pub async fn keys_loaded(&self) {
+        self.state.identifier.keys_loaded().await;
+    }
+
+    /// Forgets every cached decision about `user_id`: call it when their access changed.
+    pub fn invalidate_user(&self, user_id: &str) {
+        self.state.access.invalidate_user(user_id);
+    }
+}
+
+/// Keeps the `whopgate_cache_entries` gauges current while the gate lives.
+async fn update_gauges(state: Weak<GateState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        let entries = i64::try_from(state.access.entry_count()).unwrap_or(i64::MAX);
+        state.metrics.cache_entries("decision").set(entries);
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct GateState {
     routes: RouteTable,
-    route_labels: Vec<Arc<str>>,
-    route_counters: Vec<RouteCounters>,
+    rules: Vec<RuleState>,
     no_route_counters: RouteCounters,
     metrics: Arc<Metrics>,
+    identifier: Identifier,
+    access: Arc<AccessCache>,
 }
 
-/// The gate's verdict on one request.
-pub(crate) enum Judgement {
-    /// Pass the (rewritten) request on.
-    Forward {
-        decision: Decision,
-        log: Option<Box<LogLine>>,
-    },
-    /// Answer with this response.
-    Deny {
-        response: Response<Bytes>,
-        decision: Decision,
-        log: Option<Box<LogLine>>,
-    },
-}
-
-impl GateState {
-    /// Judges a request, rewriting it for forwarding: normalised path, forged identity headers
-    /// removed.
-    fn judge<B>(&self, req: &mut Request<B>, request_id: &HeaderValue, log: bool) -> Judgement {
-        strip_identity_headers(req.headers_mut());
-
-        let normalized = match path::normalize(req.uri().path()) {
-            Ok(Cow::Borrowed(_)) => None,
-            Ok(Cow::Owned(p)) => Some(p),
-            Err(rejection) => return self.deny(req, None, Denial::BadPath(rejection), request_id, log),
-        };
-        if let Some(p) = normalized {
-            if !set_path(req, &p) {
-                // Never forward a spelling other than the one we matched.
-                let rejection = path::PathRejection::BadPercentEncoding;
-                return self.deny(req, None, Denial::BadPath(rejection), request_id, log);
-            }
-        }
-
-        let host = request_host(req);
-        let Some(rule) = self.routes.find(req.method(), host, req.uri().path()) else {
-            return self.deny(req, None, Denial::NoRule, request_id, log);
-        };
-        if rule.public {
-            return self.forward(req, rule, Decision::Public, request_id, log);
-        }
-        self.deny(
-            req,
-            Some(rule),
-            Denial::Unauthenticated { login_url: None },
-            request_id,
-            log,
-        )
-    }
-
-    fn forward<B>(
-        &self,
-        req: &Request<B>,
-        rule: &Rule,
-        decision: Decision,
-        request_id: &HeaderValue,
-        log: bool,
-    ) -> Judgement {
-        self.route_counters[rule.index].get(decision).inc();
-        let log = log.then(|| self.log_line(req, Some(rule), request_id, "-"));
-        Judgement::Forward { decision, log }
-    }
-
-    fn deny<B>(
-        &self,
-        req: &Request<B>,
-        rule: Option<&Rule>,
-        denial: Denial,
-        request_id: &HeaderValue,
-        log: bool,
-    ) -> Judgement {
-        let decision = denial.decision();
-        match rule {
-            Some(rule) => self.route_counters[rule.index].get(decision).inc(),
-            None => self.no_route_counters.get(decision).inc(),
-        }
-        let log = log.then(|| self.log_line(req, rule, request_id, denial.reason()));
-        let style = negotiate::style(rule.map(|r| r.mode), req.method(), req.headers());
-        Judgement::Deny {
-            response: denial.into_response(style),
-            decision,
-            log,
-        }
-    }
-
-    fn log_line<B>(
-        &self,
-        req: &Request<B>,
-        rule: Option<&Rule>,
-        request_id: &HeaderValue,
-        reason: &'static str,
-    ) -> Box<LogLine> {
-        Box::new(LogLine {
-            method: req.method().clone(),
-            path: req.uri().path().to_owned(),
-            rule: rule.map(|r| self.route_labels[r.index].clone()),
-            request_id: request_id.clone(),
-            user: None,
-            reason,
-        })
-    }
-}
-
-/// The host the client addressed: the URI's authority (HTTP/2, absolute form) or `Host`.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    match req.uri().host() {
-        Some(_) => req.uri().authority().map(|a| a.as_str()),
-        None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()),
-    }
-}
-
-/// Replaces the request's path, keeping scheme, authority and query. False if it could not.
-fn set_path<B>(req: &mut Request<B>, path: &str) -> bool {
-    let target = match req.uri().query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    let mut parts = req.uri().clone().into_parts();
-    let Ok(pq) = PathAndQuery::try_from(target) else {
-        return false;
-    };
-    parts.path_and_query = Some(pq);
-    match Uri::from_parts(parts) {
-        Ok(uri) => {
-            *req.uri_mut() = uri;
-            true
-        }
-        Err(_) => false,
-    }
+/// What the gate keeps per rule, resolved once: metric handles and header values.
+#[derive(Debug)]
+pub(crate) struct RuleState {
+    label: Arc<str>,
+    counters: RouteCounters,
+    resources: Vec<(Arc<str>, HeaderValue)>,
 }

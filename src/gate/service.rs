@@ -14,10 +14,12 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::GateState;
 use super::body::GateBody;
-use super::record::{self, Record};
+use super::judge::{Judgement, Verdict};
+use super::record::{self, LogLine, Record};
 use super::request_id::{self, X_REQUEST_ID};
-use super::{GateState, Judgement};
+use crate::metrics::Decision;
 
 /// Puts the gate in front of a service: every request is identified, judged and then either
 /// passed on (with identity headers) or answered by the gate.
@@ -38,10 +40,7 @@ impl<S> Layer<S> for GateLayer {
     type Service = GateService<S>;
 
     fn layer(&self, inner: S) -> GateService<S> {
-        GateService {
-            inner,
-            state: self.state.clone(),
-        }
+        GateService { inner, state: self.state.clone() }
     }
 }
 
@@ -55,11 +54,11 @@ pub struct GateService<S> {
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for GateService<S>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
 {
     type Response = Response<GateBody<ResB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResB>;
+    type Future = ResponseFuture<S, ReqB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -69,89 +68,139 @@ where
         let start = Instant::now();
         let request_id = request_id::ensure(req.headers_mut());
         let log = record::access_log_enabled();
-        match self.state.judge(&mut req, &request_id, log) {
-            Judgement::Forward { decision, log } => {
-                let record = Record::new(start, decision, self.state.metrics.clone(), log);
-                ResponseFuture {
-                    state: FutureState::Inner {
-                        fut: self.inner.call(req),
-                    },
-                    record: Some(record),
-                    request_id,
-                    _body: PhantomData,
+        let judgement = self.state.judge(&mut req, &request_id, log);
+        let state = match judgement {
+            Judgement::Later(later) => {
+                // The service that was made ready goes with the request; a clone stays here.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                FutureState::Judging {
+                    verdict: later.verdict,
+                    rule: later.rule,
+                    inner: Some(inner),
+                    req: Some(req),
+                    gate: self.state.clone(),
+                    log,
                 }
             }
-            Judgement::Deny {
-                response,
-                decision,
-                log,
-            } => {
-                let record = Record::new(start, decision, self.state.metrics.clone(), log);
-                ResponseFuture {
-                    state: FutureState::Denied {
-                        response: Some(response),
-                    },
-                    record: Some(record),
-                    request_id,
-                    _body: PhantomData,
-                }
-            }
-        }
+            concluded => self.start(concluded, req),
+        };
+        ResponseFuture { state, start, request_id, gate: self.state.clone() }
     }
+}
+
+impl<S> GateService<S> {
+    fn start<ReqB>(&mut self, judgement: Judgement, req: Request<ReqB>) -> FutureState<S, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        start(&mut self.inner, judgement, req)
+    }
+}
+
+/// The next state for a concluded judgement: call the inner service, or answer.
+fn start<S, ReqB>(inner: &mut S, judgement: Judgement, req: Request<ReqB>) -> FutureState<S, ReqB>
+where
+    S: Service<Request<ReqB>>,
+{
+    match judgement {
+        Judgement::Forward { decision, log } => FutureState::Inner { fut: inner.call(req), decision, log },
+        Judgement::Deny { response, decision, log } => FutureState::Denied { response: Some(response), decision, log },
+        // `conclude` never returns `Later`.
+        Judgement::Later(_) => FutureState::Denied {
+            response: Some(internal_error()),
+            decision: Decision::Unavailable,
+            log: None,
+        },
+    }
+}
+
+fn internal_error() -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from_static(b"internal error\n"));
+    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    response
 }
 
 pin_project! {
     /// Response future of [`GateService`].
-    pub struct ResponseFuture<F, B> {
+    pub struct ResponseFuture<S, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+    {
         #[pin]
-        state: FutureState<F>,
-        record: Option<Record>,
+        state: FutureState<S, ReqB>,
+        start: Instant,
         request_id: HeaderValue,
-        _body: PhantomData<fn() -> B>,
+        gate: Arc<GateState>,
     }
 }
 
 pin_project! {
     #[project = FutureStateProj]
-    enum FutureState<F> {
-        Inner { #[pin] fut: F },
-        Denied { response: Option<Response<Bytes>> },
+    enum FutureState<S, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        Judging {
+            verdict: Pin<Box<dyn Future<Output = Verdict> + Send>>,
+            rule: usize,
+            inner: Option<S>,
+            req: Option<Request<ReqB>>,
+            gate: Arc<GateState>,
+            log: bool,
+        },
+        Inner { #[pin] fut: S::Future, decision: Decision, log: Option<Box<LogLine>> },
+        Denied { response: Option<Response<Bytes>>, decision: Decision, log: Option<Box<LogLine>> },
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
+impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB>
 where
-    F: Future<Output = Result<Response<B>, E>>,
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
 {
-    type Output = Result<Response<GateBody<B>>, E>;
+    type Output = Result<Response<GateBody<ResB>>, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let (mut parts, body) = match this.state.project() {
-            FutureStateProj::Inner { fut } => {
-                let (parts, body) = ready!(fut.poll(cx))?.into_parts();
-                (parts, Ok(body))
-            }
-            FutureStateProj::Denied { response } => match response.take() {
-                Some(response) => {
-                    let (parts, body) = response.into_parts();
-                    (parts, Err(body))
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            let next = match this.state.as_mut().project() {
+                FutureStateProj::Judging { verdict, rule, inner, req, gate, log } => {
+                    let verdict = ready!(verdict.as_mut().poll(cx));
+                    let (Some(mut req), Some(mut inner)) = (req.take(), inner.take()) else {
+                        // Polled after completion: stay pending rather than panic.
+                        return Poll::Pending;
+                    };
+                    let judgement = gate.conclude(&mut req, Some(*rule), verdict, this.request_id, *log);
+                    start(&mut inner, judgement, req)
                 }
-                // Polled after completion: a caller bug; stay pending rather than panic.
-                None => return Poll::Pending,
-            },
-        };
-        let mut record = this.record.take();
-        if let Some(r) = &mut record {
-            r.set_status(parts.status.as_u16());
+                FutureStateProj::Inner { fut, decision, log } => {
+                    let response = ready!(fut.poll(cx))?;
+                    let record = Record::new(*this.start, *decision, this.gate.metrics.clone(), log.take());
+                    let (parts, body) = response.into_parts();
+                    return Poll::Ready(Ok(finish(parts, record, this.request_id, |r| GateBody::inner(body, r))));
+                }
+                FutureStateProj::Denied { response, decision, log } => {
+                    let Some(response) = response.take() else { return Poll::Pending };
+                    let record = Record::new(*this.start, *decision, this.gate.metrics.clone(), log.take());
+                    let (parts, body) = response.into_parts();
+                    return Poll::Ready(Ok(finish(parts, record, this.request_id, |r| GateBody::local(body, r))));
+                }
+            };
+            this.state.set(next);
         }
-        if !parts.headers.contains_key(&X_REQUEST_ID) {
-            parts.headers.insert(X_REQUEST_ID.clone(), this.request_id.clone());
-        }
-        let body = match body {
-            Ok(inner) => GateBody::inner(inner, record),
-            Err(local) => GateBody::local(local, record),
-        };
-        Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
+}
+
+fn finish<B>(
+    mut parts: http::response::Parts,
+    mut record: Record,
+    request_id: &HeaderValue,
+    body: impl FnOnce(Option<Record>) -> GateBody<B>,
+) -> Response<GateBody<B>> {
+    record.set_status(parts.status.as_u16());
+    let record = Some(record);
+    if !parts.headers.contains_key(&X_REQUEST_ID) {
+        parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
+    Response::from_parts(parts, body(record))
 }

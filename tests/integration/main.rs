@@ -3,8 +3,11 @@
 mod support;
 
 mod cli;
+mod decisions;
 mod failures;
 mod forwarding;
 mod paths;
 mod streaming;
 mod tls;
+mod tokens;
+mod whop_api;

@@ -42,3 +42,40 @@ pub fn config(upstream: &str, rest: &str) -> String {
     };
     format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{rest}\n{whop}")
 }
+
+/// A config for a gated app: `rest` (top-level keys first, then tables) plus a `[whop]` table
+/// pointing at `mock`. Add `[whop]` keys through `whop_extra` (e.g. `timeout = "1s"`).
+pub fn gated_config(upstream: &str, mock: &whopgate::mock::MockWhop, whop_extra: &str, rest: &str) -> String {
+    let whop = format!(
+        "[whop]\napi_key = \"{}\"\napp_id = \"{}\"\napi_base = \"{}\"\n{whop_extra}\n",
+        mock.api_key(),
+        mock.app_id(),
+        mock.base_url()
+    );
+    config(upstream, &format!("{rest}\n{whop}"))
+}
+
+/// The mock's default state plus `n` users (`user_load0000`…) who each hold an active
+/// membership on `prod_mockproduct1`.
+pub fn state_with_customers(n: usize) -> whopgate::mock::MockState {
+    use whopgate::mock::{MockState, MembershipStatus};
+    let mut state = MockState::default();
+    for i in 0..n {
+        let id = format!("user_load{i:04}");
+        state.users.push(whopgate::mock::User { id: id.clone(), username: String::new(), name: None, email: None });
+        state.memberships.push(whopgate::mock::Membership {
+            id: format!("mem_load{i:08}"),
+            user_id: id,
+            product_id: "prod_mockproduct1".into(),
+            status: MembershipStatus::Active,
+            plan_id: None,
+            license_key: None,
+            created_at: None,
+            updated_at: None,
+            expires_at: None,
+            renewal_period_start: None,
+            renewal_period_end: None,
+        });
+    }
+    state
+}

@@ -1,0 +1,346 @@
+//! Judging one request: normalise, match, identify, decide; then the one place where a verdict
+//! becomes either a forwarded request (identity headers set) or a denial.
+//!
+//! Everything that can be decided from the caches is decided synchronously, without allocating a
+//! future: that is the path nearly every request of a busy app takes. Only a cache miss (or a
+//! token signed by a key not fetched yet) goes through [`GateState::judge_later`].
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+
+use super::denial::Denial;
+use super::negotiate;
+use super::record::LogLine;
+use super::user::WhopUser;
+use super::{GateState, RuleState};
+use crate::config::OnWhopError;
+use crate::identity::{Credential, Identified, Identity};
+use crate::metrics::Decision;
+use crate::path;
+use crate::proxy::headers::strip_identity_headers;
+use crate::route::Rule;
+use crate::whop::{Access, WhopError};
+
+/// `x-whop-user-id`
+pub static X_WHOP_USER_ID: HeaderName = HeaderName::from_static("x-whop-user-id");
+/// `x-whop-access-level`
+pub static X_WHOP_ACCESS_LEVEL: HeaderName = HeaderName::from_static("x-whop-access-level");
+/// `x-whop-resource-id`
+pub static X_WHOP_RESOURCE_ID: HeaderName = HeaderName::from_static("x-whop-resource-id");
+/// `x-whopgate-source`
+pub static X_WHOPGATE_SOURCE: HeaderName = HeaderName::from_static("x-whopgate-source");
+
+/// What the gate decided about a request.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Pass it on.
+    Forward {
+        /// Who is calling, when known.
+        identity: Option<Arc<Identity>>,
+        /// What granted access, and at which level (index into the rule's `require`).
+        grant: Option<(Access, usize)>,
+        /// The metric label.
+        decision: Decision,
+        /// For the access log.
+        reason: &'static str,
+    },
+    /// Answer it here.
+    Deny {
+        /// Why.
+        denial: Denial,
+        /// Who asked, when known.
+        identity: Option<Arc<Identity>>,
+    },
+}
+
+/// A verdict that needs I/O, with the rule it is about.
+pub(crate) struct Later {
+    pub rule: usize,
+    pub verdict: Pin<Box<dyn Future<Output = Verdict> + Send>>,
+}
+
+/// The gate's answer to [`GateState::judge`].
+pub(crate) enum Judgement {
+    /// Pass the (rewritten) request on.
+    Forward { decision: Decision, log: Option<Box<LogLine>> },
+    /// Answer with this response.
+    Deny { response: Response<Bytes>, decision: Decision, log: Option<Box<LogLine>> },
+    /// Wait for this, then [`GateState::conclude`].
+    Later(Later),
+}
+
+/// What `judge_later` still has to find out.
+enum Pending {
+    Credential(Credential),
+    Identity(Arc<Identity>),
+}
+
+impl GateState {
+    /// Judges a request, rewriting it for forwarding: normalised path, forged identity headers
+    /// removed, credentials that must not travel stripped from the query.
+    pub(crate) fn judge<B>(self: &Arc<Self>, req: &mut Request<B>, request_id: &HeaderValue, log: bool) -> Judgement {
+        strip_identity_headers(req.headers_mut());
+
+        match path::normalize(req.uri().path()) {
+            Ok(Cow::Borrowed(_)) => {}
+            Ok(Cow::Owned(normalized)) => {
+                if !set_path(req, &normalized, None) {
+                    // Never forward a spelling other than the one we matched.
+                    let denial = Denial::BadPath(path::PathRejection::BadPercentEncoding);
+                    return self.conclude(req, None, Verdict::Deny { denial, identity: None }, request_id, log);
+                }
+            }
+            Err(rejection) => {
+                let verdict = Verdict::Deny { denial: Denial::BadPath(rejection), identity: None };
+                return self.conclude(req, None, verdict, request_id, log);
+            }
+        }
+
+        let Some(rule) = self.routes.find(req.method(), request_host(req), req.uri().path()) else {
+            return self.conclude(req, None, Verdict::Deny { denial: Denial::NoRule, identity: None }, request_id, log);
+        };
+        let rule_index = rule.index;
+
+        let identified = self.identifier.identify_now(req);
+        if let Some(query) = req.uri().query() {
+            if let Some(stripped) = self.identifier.strip_query(query) {
+                let path = req.uri().path().to_owned();
+                set_path(req, &path, Some(&stripped));
+            }
+        }
+
+        let verdict = match identified {
+            Identified::Anonymous if rule.public => public(None),
+            Identified::Anonymous => Verdict::Deny { denial: self.unauthenticated(req), identity: None },
+            // A public page does not break for a caller with a stale token: it just does not
+            // learn who they are.
+            Identified::Invalid(_) if rule.public => public(None),
+            Identified::Invalid(error) => Verdict::Deny { denial: Denial::InvalidCredentials(error), identity: None },
+            Identified::Found(identity) if rule.public => public(Some(identity)),
+            Identified::Found(identity) => match self.decide_now(rule, &identity) {
+                Some(verdict) => verdict,
+                None => return self.later(rule_index, Pending::Identity(identity)),
+            },
+            Identified::Later(credential) => return self.later(rule_index, Pending::Credential(credential)),
+        };
+        self.conclude(req, Some(rule_index), verdict, request_id, log)
+    }
+
+    fn later(self: &Arc<Self>, rule: usize, pending: Pending) -> Judgement {
+        let state = self.clone();
+        Judgement::Later(Later { rule, verdict: Box::pin(async move { state.judge_later(rule, pending).await }) })
+    }
+
+    fn unauthenticated<B>(&self, _req: &Request<B>) -> Denial {
+        Denial::Unauthenticated { login_url: None }
+    }
+
+    /// The decision from fresh cache entries alone: granted as soon as one required resource
+    /// grants, refused when every one is known to refuse, `None` when one must be asked.
+    fn decide_now(self: &Arc<Self>, rule: &Rule, identity: &Arc<Identity>) -> Option<Verdict> {
+        let mut all_known = true;
+        for (i, resource) in rule.require.iter().enumerate() {
+            match self.access.lookup_now(&identity.user_id, resource) {
+                Some(access) if access.satisfies(rule.access_level) => return Some(allow(identity, access, i, "-")),
+                Some(_) => {}
+                None => all_known = false,
+            }
+        }
+        all_known.then(|| forbidden(rule, identity))
+    }
+
+    async fn judge_later(self: Arc<Self>, rule_index: usize, pending: Pending) -> Verdict {
+        let rule = &self.routes.rules()[rule_index];
+        let identity = match pending {
+            Pending::Identity(identity) => identity,
+            Pending::Credential(credential) => match self.identifier.identify_later(credential).await {
+                Ok(identity) => identity,
+                Err(_) if rule.public => return public(None),
+                Err(error) => return Verdict::Deny { denial: Denial::InvalidCredentials(error), identity: None },
+            },
+        };
+        if rule.public {
+            return public(Some(identity));
+        }
+        if let Some(verdict) = self.decide_now(rule, &identity) {
+            return verdict;
+        }
+        self.decide_later(rule, identity).await
+    }
+
+    /// Asks (through the cache) about every required resource at once; the first grant wins.
+    async fn decide_later(&self, rule: &Rule, identity: Arc<Identity>) -> Verdict {
+        let mut lookups: FuturesUnordered<_> = rule
+            .require
+            .iter()
+            .enumerate()
+            .map(|(i, resource)| {
+                let access = self.access.clone();
+                let user = identity.user_id.clone();
+                let resource = resource.clone();
+                async move { (i, access.lookup(&user, &resource).await) }
+            })
+            .collect();
+        let mut failure: Option<WhopError> = None;
+        while let Some((i, result)) = lookups.next().await {
+            match result {
+                Ok(decision) if decision.access.satisfies(rule.access_level) => {
+                    let reason = if decision.stale { "stale_if_error" } else { "-" };
+                    return allow(&identity, decision.access, i, reason);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        match failure {
+            None => forbidden(rule, &identity),
+            Some(_) if rule.on_whop_error == OnWhopError::Allow => Verdict::Forward {
+                identity: Some(identity),
+                grant: None,
+                decision: Decision::Unavailable,
+                reason: "whop_unavailable_fail_open",
+            },
+            Some(error) => Verdict::Deny {
+                denial: Denial::Unavailable { retry_after: error.retry_after(), cause: error },
+                identity: Some(identity),
+            },
+        }
+    }
+
+    /// The one place a verdict becomes a forwardable request or a denial response.
+    pub(crate) fn conclude<B>(
+        &self,
+        req: &mut Request<B>,
+        rule: Option<usize>,
+        verdict: Verdict,
+        request_id: &HeaderValue,
+        log: bool,
+    ) -> Judgement {
+        let rule_state = rule.map(|i| &self.rules[i]);
+        let counters = rule_state.map_or(&self.no_route_counters, |r| &r.counters);
+        match verdict {
+            Verdict::Forward { identity, grant, decision, reason } => {
+                counters.get(decision).inc();
+                let log = log.then(|| self.log_line(req, rule_state, request_id, reason, identity.as_deref()));
+                if let Some(identity) = identity {
+                    set_identity_headers(req, &identity, grant, rule_state);
+                }
+                Judgement::Forward { decision, log }
+            }
+            Verdict::Deny { denial, identity } => {
+                let decision = denial.decision();
+                counters.get(decision).inc();
+                let log = log.then(|| self.log_line(req, rule_state, request_id, denial.reason(), identity.as_deref()));
+                let mode = rule.map(|i| self.routes.rules()[i].mode);
+                let style = negotiate::style(mode, req.method(), req.headers());
+                Judgement::Deny { response: denial.into_response(style), decision, log }
+            }
+        }
+    }
+
+    fn log_line<B>(
+        &self,
+        req: &Request<B>,
+        rule: Option<&RuleState>,
+        request_id: &HeaderValue,
+        reason: &'static str,
+        identity: Option<&Identity>,
+    ) -> Box<LogLine> {
+        Box::new(LogLine {
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            rule: rule.map(|r| r.label.clone()),
+            request_id: request_id.clone(),
+            user: identity.map(|i| i.user_id.clone()),
+            reason,
+        })
+    }
+}
+
+fn public(identity: Option<Arc<Identity>>) -> Verdict {
+    Verdict::Forward { identity, grant: None, decision: Decision::Public, reason: "-" }
+}
+
+fn allow(identity: &Arc<Identity>, access: Access, resource: usize, reason: &'static str) -> Verdict {
+    Verdict::Forward { identity: Some(identity.clone()), grant: Some((access, resource)), decision: Decision::Allow, reason }
+}
+
+fn forbidden(rule: &Rule, identity: &Arc<Identity>) -> Verdict {
+    Verdict::Deny {
+        denial: Denial::Forbidden {
+            required: rule.require.clone(),
+            access_level: rule.access_level,
+            checkout_url: rule.checkout_url.clone(),
+        },
+        identity: Some(identity.clone()),
+    }
+}
+
+fn set_identity_headers<B>(
+    req: &mut Request<B>,
+    identity: &Arc<Identity>,
+    grant: Option<(Access, usize)>,
+    rule: Option<&RuleState>,
+) {
+    let headers = req.headers_mut();
+    headers.insert(X_WHOP_USER_ID.clone(), identity.user_header.clone());
+    headers.insert(X_WHOPGATE_SOURCE.clone(), identity.source.header_value());
+    let mut resource = None;
+    if let (Some((access, i)), Some(rule)) = (grant, rule) {
+        headers.insert(X_WHOP_ACCESS_LEVEL.clone(), HeaderValue::from_static(access.as_str()));
+        if let Some((id, value)) = rule.resources.get(i) {
+            headers.insert(X_WHOP_RESOURCE_ID.clone(), value.clone());
+            resource = Some(id.clone());
+        }
+    }
+    req.extensions_mut().insert(WhopUser {
+        id: identity.user_id.clone(),
+        source: identity.source,
+        access_level: grant.map(|(access, _)| access),
+        resource,
+        name: identity.name.clone(),
+        email: identity.email.clone(),
+    });
+}
+
+/// The host the client addressed: the URI's authority (HTTP/2, absolute form) or `Host`.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().host() {
+        Some(_) => req.uri().authority().map(|a| a.as_str()),
+        None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()),
+    }
+}
+
+/// Replaces the request's path (and query, when `query` is given), keeping scheme and
+/// authority. False if the result is not a valid URI.
+fn set_path<B>(req: &mut Request<B>, path: &str, query: Option<&str>) -> bool {
+    let query = match query {
+        Some(q) => Some(q),
+        None => req.uri().query(),
+    };
+    let target = match query {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    let Ok(pq) = PathAndQuery::try_from(target) else { return false };
+    parts.path_and_query = Some(pq);
+    match Uri::from_parts(parts) {
+        Ok(uri) => {
+            *req.uri_mut() = uri;
+            true
+        }
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,113 @@
+//! [`Identifier`]: tries the configured identity sources in order on a request.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::Request;
+
+use super::Identity;
+use super::user_token::{TokenError, UserTokenVerifier, Verification};
+use crate::config::SourceKind;
+
+/// What the sources found, without waiting on anything.
+#[derive(Debug)]
+pub enum Identified {
+    /// No source found a credential.
+    Anonymous,
+    /// A credential checked out.
+    Found(Arc<Identity>),
+    /// A credential is present and bad: answered 401, never passed to a weaker source.
+    Invalid(CredentialError),
+    /// A credential needs I/O to check (a user token signed by a key not fetched yet).
+    Later(Credential),
+}
+
+/// A credential waiting for I/O to be checked.
+#[derive(Debug)]
+pub enum Credential {
+    /// A user token whose `kid` is not in the key set yet.
+    UserToken(String),
+}
+
+/// Why a credential that was present is refused. Each source's reasons are typed; `Display` is
+/// a sentence safe to show the client (it never contains the credential).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialError {
+    /// The Whop user token is invalid.
+    UserToken(TokenError),
+}
+
+impl CredentialError {
+    /// A short machine-readable reason for the access log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CredentialError::UserToken(_) => "invalid_user_token",
+        }
+    }
+}
+
+impl fmt::Display for CredentialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialError::UserToken(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for CredentialError {}
+
+/// The identity sources of a gate, in `identity.sources` order.
+#[derive(Debug)]
+pub struct Identifier {
+    order: Vec<SourceKind>,
+    user_token: Option<Arc<UserTokenVerifier>>,
+}
+
+impl Identifier {
+    /// Sources tried in `order`; `user_token` verifies Whop user tokens when that source is on.
+    pub fn new(order: Vec<SourceKind>, user_token: Option<Arc<UserTokenVerifier>>) -> Self {
+        Self { order, user_token }
+    }
+
+    /// Identifies the caller as far as possible without I/O.
+    pub fn identify_now<B>(&self, req: &Request<B>) -> Identified {
+        for source in &self.order {
+            match source {
+                SourceKind::UserToken => {
+                    let Some(verifier) = &self.user_token else { continue };
+                    let Some(token) = verifier.find_token(req.headers(), req.uri().query()) else { continue };
+                    return match verifier.verify_now(&token) {
+                        Verification::Valid(identity) => Identified::Found(identity),
+                        Verification::Invalid(e) => Identified::Invalid(CredentialError::UserToken(e)),
+                        Verification::UnknownKey => Identified::Later(Credential::UserToken(token.into_owned())),
+                    };
+                }
+                SourceKind::Session | SourceKind::LicenseKey | SourceKind::Dev => {}
+            }
+        }
+        Identified::Anonymous
+    }
+
+    /// Finishes checking a credential that needed I/O.
+    pub async fn identify_later(&self, credential: Credential) -> Result<Arc<Identity>, CredentialError> {
+        match credential {
+            Credential::UserToken(token) => match &self.user_token {
+                Some(verifier) => verifier.verify(&token).await.map_err(CredentialError::UserToken),
+                None => Err(CredentialError::UserToken(TokenError::UnknownKey)),
+            },
+        }
+    }
+
+    /// The request's query with credentials that must not reach the upstream removed (the
+    /// localhost-mode `whop-dev-user-token`), or `None` when there is nothing to remove.
+    pub fn strip_query(&self, query: &str) -> Option<String> {
+        self.user_token.as_ref().and_then(|v| v.strip_query_param(query))
+    }
+
+    /// Resolves once the keys every source needs are loaded (the first JWKS fetch is done).
+    pub async fn keys_loaded(&self) {
+        if let Some(v) = &self.user_token {
+            v.keys_loaded().await;
+        }
+    }
+}
