@@ -67,6 +67,12 @@ impl Identity {
     /// An identity for `user_id` from `source`; `None` if the id cannot be a header value.
     pub fn new(user_id: &str, source: Source) -> Option<Self> {
         let user_header = HeaderValue::from_str(user_id).ok()?;
-        Some(Self { user_id: Arc::from(user_id), user_header, source, name: None, email: None })
+        Some(Self {
+            user_id: Arc::from(user_id),
+            user_header,
+            source,
+            name: None,
+            email: None,
+        })
     }
 }
