@@ -4,10 +4,17 @@
 //! tried in order and the first that finds a credential decides. A credential that is present but
 //! fails is an error at once ([`CredentialError`]): it never falls through to a weaker source.
 
+mod jwks;
+
 use std::fmt;
 use std::sync::Arc;
 
 use http::header::HeaderValue;
+
+pub use jwks::{
+    FETCH_TIMEOUT, Generation, InvalidPublicKey, KeySet, KeySetOptions, MIN_REFETCH_INTERVAL, REFRESH_INTERVAL,
+    RETRY_AFTER_FAILURE, SignatureCheck, WHOP_STATIC_KEY_X, WHOP_STATIC_KEY_Y,
+};
 
 /// How the caller was identified: the `x-whopgate-source` header value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
