@@ -628,7 +628,7 @@ fn pem_key(pem: &str) -> Option<ParsedPublicKey> {
 }
 
 /// A kid as it may appear in a log line: it comes from the token, so it is cut short.
-fn loggable(kid: &str) -> &str {
+pub(super) fn loggable(kid: &str) -> &str {
     match kid.char_indices().nth(MAX_LOGGED_KID) {
         Some((end, _)) => &kid[..end],
         None => kid,

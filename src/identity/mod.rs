@@ -5,6 +5,7 @@
 //! fails is an error at once ([`CredentialError`]): it never falls through to a weaker source.
 
 mod jwks;
+mod user_token;
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,6 +15,10 @@ use http::header::HeaderValue;
 pub use jwks::{
     FETCH_TIMEOUT, Generation, InvalidPublicKey, KeySet, KeySetOptions, MIN_REFETCH_INTERVAL, REFRESH_INTERVAL,
     RETRY_AFTER_FAILURE, SignatureCheck, WHOP_STATIC_KEY_X, WHOP_STATIC_KEY_Y,
+};
+pub use user_token::{
+    ISSUER, MAX_CACHED_FOR, MAX_TOKEN_LEN, QUERY_PARAM, TokenError, UserTokenSetupError, UserTokenVerifier,
+    Verification,
 };
 
 /// How the caller was identified: the `x-whopgate-source` header value.
