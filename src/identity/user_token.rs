@@ -18,26 +18,25 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::hash::{BuildHasher, DefaultHasher, Hasher, RandomState};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderName};
-use moka::Expiry;
-use moka::sync::Cache;
 use percent_encoding::percent_decode_str;
-use prometheus::{IntCounter, IntGauge};
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 use tokio::runtime::Handle;
 
+use self::cache::TokenCache;
 use super::jwks::{Generation, InvalidPublicKey, KeySet, KeySetOptions, SignatureCheck, loggable};
 use super::{Identity, Source};
 use crate::config::UserTokenConfig;
 use crate::metrics::Metrics;
+
+mod cache;
 
 /// The `iss` of Whop user tokens.
 pub const ISSUER: &str = "urn:whopcom:exp-proxy";
@@ -55,10 +54,6 @@ const USER_ID_PREFIX: &str = "user_";
 const MAX_USER_ID_LEN: usize = 128;
 /// How often expired cache entries are swept when no traffic does it.
 const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-/// How many trailing bytes of a token its cache hash covers (see [`TokenHasher`]).
-const HASHED_TAIL: usize = 32;
-/// The `cache` label of the token cache metrics.
-const METRIC_CACHE: &str = "token";
 
 /// Why a user token was refused. `Display` is a short sentence safe to show a client; neither it
 /// nor `Debug` ever holds token content.
@@ -168,56 +163,6 @@ pub enum Verification {
     UnknownKey,
 }
 
-/// What a remembered token maps to.
-#[derive(Clone)]
-struct CachedToken {
-    identity: Arc<Identity>,
-    /// `exp + leeway`, capped at [`MAX_CACHED_FOR`] from insertion.
-    until: Instant,
-}
-
-/// Each entry lives until its own token's expiry.
-struct UntilExpiry;
-
-impl Expiry<Box<str>, CachedToken> for UntilExpiry {
-    fn expire_after_create(&self, _token: &Box<str>, entry: &CachedToken, created_at: Instant) -> Option<Duration> {
-        Some(entry.until.saturating_duration_since(created_at))
-    }
-}
-
-/// Hashes a token by its length and its last [`HASHED_TAIL`] bytes, with keyed SipHash.
-///
-/// The tail of a JWT is its signature, unpredictable for every token Whop signs, so hashing it
-/// alone spreads real tokens as well as hashing all of them would, in constant time whatever the
-/// token's length (a hit then costs ~40 bytes of hashing instead of ~600). Only verified tokens are
-/// inserted, so a caller cannot fill the table with colliding keys; the random SipHash key keeps
-/// even lookups unpredictable.
-#[derive(Clone, Default)]
-struct TokenHashBuilder(RandomState);
-
-impl BuildHasher for TokenHashBuilder {
-    type Hasher = TokenHasher;
-
-    fn build_hasher(&self) -> TokenHasher {
-        TokenHasher(self.0.build_hasher())
-    }
-}
-
-/// See [`TokenHashBuilder`].
-struct TokenHasher(DefaultHasher);
-
-impl Hasher for TokenHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let tail = bytes.get(bytes.len().saturating_sub(HASHED_TAIL)..).unwrap_or(bytes);
-        self.0.write(tail);
-        self.0.write_usize(bytes.len());
-    }
-
-    fn finish(&self) -> u64 {
-        self.0.finish()
-    }
-}
-
 /// The JOSE header fields that matter; others are ignored.
 #[derive(Deserialize)]
 struct JoseHeader {
@@ -253,20 +198,15 @@ impl From<TokenError> for Refused {
 }
 
 /// Verifies Whop user tokens and remembers the good ones until they expire. Shared by every
-/// worker thread (`Arc`); a remembered token costs a hash lookup, an `Arc` clone and two atomic
-/// adds.
+/// worker thread (`Arc`); a remembered token costs a lookup in the thread's own map, a clock read,
+/// an `Arc` clone and a counter add (see the `cache` module).
 pub struct UserTokenVerifier {
     header: HeaderName,
     accept_query_param: bool,
     app_id: Box<str>,
     leeway: f64,
     keys: KeySet,
-    cache: Cache<Box<str>, CachedToken, TokenHashBuilder>,
-    // Resolved once: looking a label set up per request would take the metric family's lock.
-    hits: IntCounter,
-    misses: IntCounter,
-    /// `whopgate_cache_entries{cache="token"}`.
-    entries: IntGauge,
+    cache: TokenCache,
 }
 
 impl fmt::Debug for UserTokenVerifier {
@@ -277,7 +217,7 @@ impl fmt::Debug for UserTokenVerifier {
             .field("app_id", &self.app_id)
             .field("leeway", &self.leeway)
             .field("keys", &self.keys)
-            .field("cached_tokens", &self.cache.entry_count())
+            .field("cached_tokens", &self.cache.len())
             .finish()
     }
 }
@@ -328,16 +268,7 @@ impl UserTokenVerifier {
             &runtime,
             options,
         )?;
-        let entries = metrics.cache_entries(METRIC_CACHE);
-        entries.set(0);
-        let removed = entries.clone();
-        let cache = Cache::builder()
-            .max_capacity(max_cached_tokens)
-            .expire_after(UntilExpiry)
-            // Every insert adds one and every removal (expired, evicted, replaced, refused on
-            // admission) takes one, so the gauge follows the cache without counting it.
-            .eviction_listener(move |_, _, _| removed.dec())
-            .build_with_hasher(TokenHashBuilder::default());
+        let cache = TokenCache::new(max_cached_tokens, &metrics);
         let verifier = Arc::new(UserTokenVerifier {
             header: config.header.clone(),
             accept_query_param: config.accept_query_param,
@@ -345,9 +276,6 @@ impl UserTokenVerifier {
             leeway: config.leeway.as_secs_f64(),
             keys,
             cache,
-            hits: metrics.cache_requests.with_label_values(&[METRIC_CACHE, "hit"]),
-            misses: metrics.cache_requests.with_label_values(&[METRIC_CACHE, "miss"]),
-            entries,
         });
         runtime.spawn(sweep(Arc::downgrade(&verifier)));
         Ok(verifier)
@@ -418,7 +346,7 @@ impl UserTokenVerifier {
     /// hand. [`Verification::UnknownKey`] when the token names a `kid` not known (yet) and a JWKS
     /// refetch could help; then call [`UserTokenVerifier::verify`].
     pub fn verify_now(&self, token: &str) -> Verification {
-        if let Some(identity) = self.remembered(token) {
+        if let Some(identity) = self.cache.get(token) {
             return Verification::Valid(identity);
         }
         match self.check(token) {
@@ -432,7 +360,7 @@ impl UserTokenVerifier {
     /// once per refetch interval) a JWKS refetch shared with every other caller, then verifies
     /// again. A `kid` still unknown is [`TokenError::UnknownKey`].
     pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, TokenError> {
-        if let Some(identity) = self.remembered(token) {
+        if let Some(identity) = self.cache.get(token) {
             return Ok(identity);
         }
         let seen = match self.check(token) {
@@ -469,22 +397,7 @@ impl UserTokenVerifier {
 
     /// How many verified tokens are remembered (after applying pending expirations).
     pub fn cached_tokens(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
-    }
-
-    /// The hit path: no allocation beyond the `Arc` clone.
-    fn remembered(&self, token: &str) -> Option<Arc<Identity>> {
-        match self.cache.get(token) {
-            Some(entry) => {
-                self.hits.inc();
-                Some(entry.identity)
-            }
-            None => {
-                self.misses.inc();
-                None
-            }
-        }
+        self.cache.len()
     }
 
     /// A full check; remembers the token when it is valid.
@@ -573,12 +486,7 @@ impl UserTokenVerifier {
         let Some(until) = Instant::now().checked_add(left).filter(|_| !left.is_zero()) else {
             return;
         };
-        let entry = CachedToken {
-            identity: identity.clone(),
-            until,
-        };
-        self.cache.insert(Box::from(token), entry);
-        self.entries.inc();
+        self.cache.insert(token, identity.clone(), until);
     }
 }
 
@@ -587,7 +495,7 @@ async fn sweep(verifier: Weak<UserTokenVerifier>) {
     loop {
         tokio::time::sleep(CACHE_SWEEP_INTERVAL).await;
         match verifier.upgrade() {
-            Some(v) => v.cache.run_pending_tasks(),
+            Some(v) => v.cache.sweep(),
             None => return,
         }
     }
@@ -1195,6 +1103,10 @@ mod tests {
         f.verifier.verify(&f.mock.mint_token(USER).unwrap()).await.unwrap();
         assert_eq!(f.verifier.cached_tokens(), 2);
         assert_eq!(f.metrics.cache_entries("token").get(), 2);
+        // A verifier that goes (a reload) takes its entries off the gauge.
+        let Fixture { metrics, verifier, .. } = f;
+        drop(verifier);
+        assert_eq!(metrics.cache_entries("token").get(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1214,6 +1126,16 @@ mod tests {
         assert_eq!(f.cache_count("hit"), 1);
         assert_eq!(f.verifier.cached_tokens(), 1);
         while now() <= exp {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Never served past its exp…
+        assert!(matches!(
+            f.verifier.verify_now(&token),
+            Verification::Invalid(TokenError::Expired)
+        ));
+        // …and gone from the count once the cache's timer wheel (about 1 s per tick) gets there.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while f.verifier.cached_tokens() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(f.verifier.cached_tokens(), 0);
