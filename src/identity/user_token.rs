@@ -703,6 +703,10 @@ mod tests {
         };
         let valid = f.mock.mint_token(USER).unwrap();
         let key = mock_key();
+        // A key of the caller's own, offered in the header: never trusted, never fetched.
+        let own = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = aws_lc_rs::signature::KeyPair::public_key(&own).as_ref().to_vec();
+        let own_jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])});
 
         let cases: Vec<(&str, String, TokenError)> = vec![
             (
@@ -871,6 +875,24 @@ mod tests {
                     &format!(r#"{{"sub":"user_bob",{}"#, &claims.to_string()[1..]),
                 ),
                 Malformed,
+            ),
+            (
+                "signed by a key embedded in the header",
+                sign_raw(
+                    &own,
+                    &json!({"alg": "ES256", "jwk": own_jwk}).to_string(),
+                    &claims.to_string(),
+                ),
+                BadSignature,
+            ),
+            (
+                "signed by a key at a jku",
+                sign_raw(
+                    &own,
+                    &json!({"alg": "ES256", "kid": DEFAULT_KID, "jku": f.mock.jwks_url()}).to_string(),
+                    &claims.to_string(),
+                ),
+                BadSignature,
             ),
             (
                 "claims not JSON",
