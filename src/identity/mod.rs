@@ -4,10 +4,22 @@
 //! tried in order and the first that finds a credential decides. A credential that is present but
 //! fails is an error at once ([`CredentialError`]): it never falls through to a weaker source.
 
+mod jwks;
+mod user_token;
+
 use std::fmt;
 use std::sync::Arc;
 
 use http::header::HeaderValue;
+
+pub use jwks::{
+    FETCH_TIMEOUT, Generation, InvalidPublicKey, KeySet, KeySetOptions, MIN_REFETCH_INTERVAL, REFRESH_INTERVAL,
+    RETRY_AFTER_FAILURE, SignatureCheck, WHOP_STATIC_KEY_X, WHOP_STATIC_KEY_Y,
+};
+pub use user_token::{
+    ISSUER, MAX_CACHED_FOR, MAX_TOKEN_LEN, QUERY_PARAM, TokenError, UserTokenSetupError, UserTokenVerifier,
+    Verification,
+};
 
 /// How the caller was identified: the `x-whopgate-source` header value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +79,12 @@ impl Identity {
     /// An identity for `user_id` from `source`; `None` if the id cannot be a header value.
     pub fn new(user_id: &str, source: Source) -> Option<Self> {
         let user_header = HeaderValue::from_str(user_id).ok()?;
-        Some(Self { user_id: Arc::from(user_id), user_header, source, name: None, email: None })
+        Some(Self {
+            user_id: Arc::from(user_id),
+            user_header,
+            source,
+            name: None,
+            email: None,
+        })
     }
 }
