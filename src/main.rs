@@ -76,15 +76,28 @@ fn main() -> ExitCode {
         Some(Command::Check) => check(&cli.config),
         Some(Command::Explain { method, path, host }) => explain(&cli.config, &method, &path, host.as_deref()),
         Some(Command::Demo { listen }) => demo(listen),
-        Some(Command::MockWhop { listen, state, command: None }) => mock_whop(listen, state),
-        Some(Command::MockWhop { state, command: Some(MockCommand::Token { user, state: token_state }), .. }) => {
-            mock_token(&user, token_state.or(state))
-        }
+        Some(Command::MockWhop {
+            listen,
+            state,
+            command: None,
+        }) => mock_whop(listen, state),
+        Some(Command::MockWhop {
+            state,
+            command: Some(MockCommand::Token {
+                user,
+                state: token_state,
+            }),
+            ..
+        }) => mock_token(&user, token_state.or(state)),
     }
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("error: could not start the runtime: {e}");
@@ -95,9 +108,15 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 
 fn demo(listen: SocketAddr) -> ExitCode {
     let _log = whopgate::log::init(whopgate::config::LogFormat::Text);
-    let Some(runtime) = runtime() else { return ExitCode::from(EXIT_RUNTIME) };
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(EXIT_RUNTIME);
+    };
     // The default port may be taken on a developer machine: any free port is as good a demo.
-    let listen = if std::net::TcpListener::bind(listen).is_ok() { listen } else { SocketAddr::new(listen.ip(), 0) };
+    let listen = if std::net::TcpListener::bind(listen).is_ok() {
+        listen
+    } else {
+        SocketAddr::new(listen.ip(), 0)
+    };
     match runtime.block_on(whopgate::demo::run(listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -109,12 +128,18 @@ fn demo(listen: SocketAddr) -> ExitCode {
 
 fn mock_whop(listen: SocketAddr, state: Option<PathBuf>) -> ExitCode {
     let _log = whopgate::log::init(whopgate::config::LogFormat::Text);
-    let Some(runtime) = runtime() else { return ExitCode::from(EXIT_RUNTIME) };
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(EXIT_RUNTIME);
+    };
     match runtime.block_on(whopgate::mock::run_cli(listen, state.as_deref())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(if matches!(e, whopgate::mock::MockError::InvalidState(_)) { EXIT_CONFIG } else { EXIT_RUNTIME })
+            ExitCode::from(if matches!(e, whopgate::mock::MockError::InvalidState(_)) {
+                EXIT_CONFIG
+            } else {
+                EXIT_RUNTIME
+            })
         }
     }
 }

@@ -110,82 +110,82 @@ impl Sidecar {
 
     /// Binds the listeners, starts the workers and returns once ready (logging the ready line).
     pub async fn start(config: Config) -> Result<Sidecar, RunError> {
-    let upstream = config.upstream.clone().ok_or(RunError::NoUpstream)?;
-    let authority = upstream
-        .authority()
-        .map(|a| a.to_string())
-        .ok_or(RunError::NoUpstream)?;
-    let gate = Gate::from_config(&config).await.map_err(RunError::Gate)?;
-    let metrics = gate.metrics().clone();
-    let gate_keys_loaded = {
-        let gate = gate.clone();
-        async move { gate.keys_loaded().await }
-    };
-    let proxy = Proxy::new(UpstreamAddr { authority }, config.upstream_timeout, metrics.clone());
-    let readiness = Arc::new(Readiness::default());
-    let (stop_admin, admin_stopped) = watch::channel(false);
+        let upstream = config.upstream.clone().ok_or(RunError::NoUpstream)?;
+        let authority = upstream
+            .authority()
+            .map(|a| a.to_string())
+            .ok_or(RunError::NoUpstream)?;
+        let gate = Gate::from_config(&config).await.map_err(RunError::Gate)?;
+        let metrics = gate.metrics().clone();
+        let gate_keys_loaded = {
+            let gate = gate.clone();
+            async move { gate.keys_loaded().await }
+        };
+        let proxy = Proxy::new(UpstreamAddr { authority }, config.upstream_timeout, metrics.clone());
+        let readiness = Arc::new(Readiness::default());
+        let (stop_admin, admin_stopped) = watch::channel(false);
 
-    let admin_addr = match config.admin_listen {
-        Some(addr) => {
-            let admin = AdminServer::bind(addr).await.map_err(|source| RunError::Bind {
-                what: "admin_listen",
-                addr,
-                source,
-            })?;
-            let bound = admin.local_addr().ok();
-            tokio::spawn(admin.serve(metrics, readiness.clone(), admin_stopped));
-            bound
-        }
-        None => None,
-    };
+        let admin_addr = match config.admin_listen {
+            Some(addr) => {
+                let admin = AdminServer::bind(addr).await.map_err(|source| RunError::Bind {
+                    what: "admin_listen",
+                    addr,
+                    source,
+                })?;
+                let bound = admin.local_addr().ok();
+                tokio::spawn(admin.serve(metrics, readiness.clone(), admin_stopped));
+                bound
+            }
+            None => None,
+        };
 
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => {
-            let reloading = ReloadingCert::load(cert, key).map_err(RunError::Tls)?;
-            Some(reloading.acceptor().map_err(RunError::Tls)?)
-        }
-        _ => None,
-    };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let settings = ServerSettings {
-        listen: config.listen,
-        workers: worker_count(),
-        limits: ConnectionLimits {
-            header_read_timeout: config.limits.header_read_timeout,
-            max_header_bytes: config.limits.max_header_bytes,
-        },
-        max_connections: config.limits.max_connections,
-        drain_timeout: config.limits.drain_timeout,
-        trusted_proxies: config.trusted_proxies.clone(),
-        tls,
-    };
-    let workers = settings.workers;
-    let server = Server::start(settings, gate.clone(), proxy).map_err(|source| RunError::Bind {
-        what: "listen",
-        addr: config.listen,
-        source,
-    })?;
-    // Ready once the user-token keys are loaded (or their first fetch failed: the built-in key
-    // still works), but never held back longer than a Whop call may take.
-    let _ = tokio::time::timeout(config.whop.timeout, gate_keys_loaded).await;
-    readiness.set(true);
-    tracing::info!(
-        listen = %server.local_addr(),
-        scheme,
-        upstream = %upstream,
-        routes = config.routes.len(),
-        admin = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
-        workers,
-        "whopgate ready"
-    );
-    Ok(Sidecar {
-        server,
-        admin_addr,
-        readiness,
-        stop_admin,
-        drain_timeout: config.limits.drain_timeout,
-        gate,
-    })
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let reloading = ReloadingCert::load(cert, key).map_err(RunError::Tls)?;
+                Some(reloading.acceptor().map_err(RunError::Tls)?)
+            }
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let settings = ServerSettings {
+            listen: config.listen,
+            workers: worker_count(),
+            limits: ConnectionLimits {
+                header_read_timeout: config.limits.header_read_timeout,
+                max_header_bytes: config.limits.max_header_bytes,
+            },
+            max_connections: config.limits.max_connections,
+            drain_timeout: config.limits.drain_timeout,
+            trusted_proxies: config.trusted_proxies.clone(),
+            tls,
+        };
+        let workers = settings.workers;
+        let server = Server::start(settings, gate.clone(), proxy).map_err(|source| RunError::Bind {
+            what: "listen",
+            addr: config.listen,
+            source,
+        })?;
+        // Ready once the user-token keys are loaded (or their first fetch failed: the built-in key
+        // still works), but never held back longer than a Whop call may take.
+        let _ = tokio::time::timeout(config.whop.timeout, gate_keys_loaded).await;
+        readiness.set(true);
+        tracing::info!(
+            listen = %server.local_addr(),
+            scheme,
+            upstream = %upstream,
+            routes = config.routes.len(),
+            admin = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            workers,
+            "whopgate ready"
+        );
+        Ok(Sidecar {
+            server,
+            admin_addr,
+            readiness,
+            stop_admin,
+            drain_timeout: config.limits.drain_timeout,
+            gate,
+        })
     }
 }
 

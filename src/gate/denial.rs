@@ -132,7 +132,14 @@ impl Denial {
                 &format!("Your sign-in could not be checked: {error}. Open this app from Whop again."),
                 None,
             ),
-            (Denial::Forbidden { required, access_level, checkout_url }, ResponseStyle::Api) => {
+            (
+                Denial::Forbidden {
+                    required,
+                    access_level,
+                    checkout_url,
+                },
+                ResponseStyle::Api,
+            ) => {
                 let message = match access_level {
                     AccessLevel::Admin => "this route is for the team of the company that sells it",
                     AccessLevel::Customer => "your Whop account does not have access to this",
@@ -144,7 +151,13 @@ impl Denial {
                 }
                 json_response(StatusCode::FORBIDDEN, body)
             }
-            (Denial::Forbidden { checkout_url: Some(url), .. }, ResponseStyle::Browser) => redirect(&url),
+            (
+                Denial::Forbidden {
+                    checkout_url: Some(url),
+                    ..
+                },
+                ResponseStyle::Browser,
+            ) => redirect(&url),
             (Denial::Forbidden { access_level, .. }, ResponseStyle::Browser) => {
                 let message = match access_level {
                     AccessLevel::Admin => "This page is for the team of the company that sells this app.",
@@ -303,7 +316,10 @@ mod tests {
 
     #[test]
     fn unavailable_has_retry_after() {
-        let denial = Denial::Unavailable { retry_after: Duration::from_secs(12), cause: WhopError::Timeout };
+        let denial = Denial::Unavailable {
+            retry_after: Duration::from_secs(12),
+            cause: WhopError::Timeout,
+        };
         let api = denial.clone().into_response(ResponseStyle::Api);
         assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(api.headers()["retry-after"], "12");

@@ -71,9 +71,16 @@ pub(crate) struct Later {
 /// The gate's answer to [`GateState::judge`].
 pub(crate) enum Judgement {
     /// Pass the (rewritten) request on.
-    Forward { decision: Decision, log: Option<Box<LogLine>> },
+    Forward {
+        decision: Decision,
+        log: Option<Box<LogLine>>,
+    },
     /// Answer with this response.
-    Deny { response: Response<Bytes>, decision: Decision, log: Option<Box<LogLine>> },
+    Deny {
+        response: Response<Bytes>,
+        decision: Decision,
+        log: Option<Box<LogLine>>,
+    },
     /// Wait for this, then [`GateState::conclude`].
     Later(Later),
 }
@@ -100,13 +107,25 @@ impl GateState {
                 }
             }
             Err(rejection) => {
-                let verdict = Verdict::Deny { denial: Denial::BadPath(rejection), identity: None };
+                let verdict = Verdict::Deny {
+                    denial: Denial::BadPath(rejection),
+                    identity: None,
+                };
                 return self.conclude(req, None, verdict, request_id, log);
             }
         }
 
         let Some(rule) = self.routes.find(req.method(), request_host(req), req.uri().path()) else {
-            return self.conclude(req, None, Verdict::Deny { denial: Denial::NoRule, identity: None }, request_id, log);
+            return self.conclude(
+                req,
+                None,
+                Verdict::Deny {
+                    denial: Denial::NoRule,
+                    identity: None,
+                },
+                request_id,
+                log,
+            );
         };
         let rule_index = rule.index;
 
@@ -120,11 +139,17 @@ impl GateState {
 
         let verdict = match identified {
             Identified::Anonymous if rule.public => public(None),
-            Identified::Anonymous => Verdict::Deny { denial: self.unauthenticated(req), identity: None },
+            Identified::Anonymous => Verdict::Deny {
+                denial: self.unauthenticated(req),
+                identity: None,
+            },
             // A public page does not break for a caller with a stale token: it just does not
             // learn who they are.
             Identified::Invalid(_) if rule.public => public(None),
-            Identified::Invalid(error) => Verdict::Deny { denial: Denial::InvalidCredentials(error), identity: None },
+            Identified::Invalid(error) => Verdict::Deny {
+                denial: Denial::InvalidCredentials(error),
+                identity: None,
+            },
             Identified::Found(identity) if rule.public => public(Some(identity)),
             Identified::Found(identity) => match self.decide_now(rule, &identity) {
                 Some(verdict) => verdict,
@@ -137,7 +162,10 @@ impl GateState {
 
     fn later(self: &Arc<Self>, rule: usize, pending: Pending) -> Judgement {
         let state = self.clone();
-        Judgement::Later(Later { rule, verdict: Box::pin(async move { state.judge_later(rule, pending).await }) })
+        Judgement::Later(Later {
+            rule,
+            verdict: Box::pin(async move { state.judge_later(rule, pending).await }),
+        })
     }
 
     fn unauthenticated<B>(&self, _req: &Request<B>) -> Denial {
@@ -165,7 +193,12 @@ impl GateState {
             Pending::Credential(credential) => match self.identifier.identify_later(credential).await {
                 Ok(identity) => identity,
                 Err(_) if rule.public => return public(None),
-                Err(error) => return Verdict::Deny { denial: Denial::InvalidCredentials(error), identity: None },
+                Err(error) => {
+                    return Verdict::Deny {
+                        denial: Denial::InvalidCredentials(error),
+                        identity: None,
+                    };
+                }
             },
         };
         if rule.public {
@@ -212,7 +245,10 @@ impl GateState {
                 reason: "whop_unavailable_fail_open",
             },
             Some(error) => Verdict::Deny {
-                denial: Denial::Unavailable { retry_after: error.retry_after(), cause: error },
+                denial: Denial::Unavailable {
+                    retry_after: error.retry_after(),
+                    cause: error,
+                },
                 identity: Some(identity),
             },
         }
@@ -230,7 +266,12 @@ impl GateState {
         let rule_state = rule.map(|i| &self.rules[i]);
         let counters = rule_state.map_or(&self.no_route_counters, |r| &r.counters);
         match verdict {
-            Verdict::Forward { identity, grant, decision, reason } => {
+            Verdict::Forward {
+                identity,
+                grant,
+                decision,
+                reason,
+            } => {
                 counters.get(decision).inc();
                 let log = log.then(|| self.log_line(req, rule_state, request_id, reason, identity.as_deref()));
                 if let Some(identity) = identity {
@@ -244,7 +285,11 @@ impl GateState {
                 let log = log.then(|| self.log_line(req, rule_state, request_id, denial.reason(), identity.as_deref()));
                 let mode = rule.map(|i| self.routes.rules()[i].mode);
                 let style = negotiate::style(mode, req.method(), req.headers());
-                Judgement::Deny { response: denial.into_response(style), decision, log }
+                Judgement::Deny {
+                    response: denial.into_response(style),
+                    decision,
+                    log,
+                }
             }
         }
     }
@@ -269,11 +314,21 @@ impl GateState {
 }
 
 fn public(identity: Option<Arc<Identity>>) -> Verdict {
-    Verdict::Forward { identity, grant: None, decision: Decision::Public, reason: "-" }
+    Verdict::Forward {
+        identity,
+        grant: None,
+        decision: Decision::Public,
+        reason: "-",
+    }
 }
 
 fn allow(identity: &Arc<Identity>, access: Access, resource: usize, reason: &'static str) -> Verdict {
-    Verdict::Forward { identity: Some(identity.clone()), grant: Some((access, resource)), decision: Decision::Allow, reason }
+    Verdict::Forward {
+        identity: Some(identity.clone()),
+        grant: Some((access, resource)),
+        decision: Decision::Allow,
+        reason,
+    }
 }
 
 fn forbidden(rule: &Rule, identity: &Arc<Identity>) -> Verdict {
@@ -334,7 +389,9 @@ fn set_path<B>(req: &mut Request<B>, path: &str, query: Option<&str>) -> bool {
         _ => path.to_owned(),
     };
     let mut parts = req.uri().clone().into_parts();
-    let Ok(pq) = PathAndQuery::try_from(target) else { return false };
+    let Ok(pq) = PathAndQuery::try_from(target) else {
+        return false;
+    };
     parts.path_and_query = Some(pq);
     match Uri::from_parts(parts) {
         Ok(uri) => {

@@ -52,9 +52,9 @@ pub use denial::Denial;
 pub use judge::{X_WHOP_ACCESS_LEVEL, X_WHOP_RESOURCE_ID, X_WHOP_USER_ID, X_WHOPGATE_SOURCE};
 pub use record::ACCESS_TARGET;
 pub use service::{GateLayer, GateService, ResponseFuture};
-pub use user::WhopUser;
 #[cfg(feature = "axum")]
 pub use user::MissingWhopUser;
+pub use user::WhopUser;
 
 use crate::access::{AccessCache, CacheSettings};
 use crate::config::{Config, SourceKind};
@@ -103,7 +103,10 @@ impl Gate {
             }
         }
         if config.whop.access_api != crate::config::AccessApi::CheckAccess {
-            return Err(GateError::Unsupported(format!("whop.access_api = \"{}\"", config.whop.access_api)));
+            return Err(GateError::Unsupported(format!(
+                "whop.access_api = \"{}\"",
+                config.whop.access_api
+            )));
         }
         let metrics = Arc::new(Metrics::new());
         let http = WhopClient::http_client();
@@ -158,7 +161,14 @@ impl Gate {
             })
             .collect();
         let no_route_counters = metrics.route_counters("");
-        let state = Arc::new(GateState { routes, rules, no_route_counters, metrics, identifier, access });
+        let state = Arc::new(GateState {
+            routes,
+            rules,
+            no_route_counters,
+            metrics,
+            identifier,
+            access,
+        });
         runtime.spawn(update_gauges(Arc::downgrade(&state)));
         Ok(Gate { state })
     }

@@ -1,7 +1,6 @@
 //! [`GateLayer`] and [`GateService`]: the gate as tower middleware.
 
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -40,7 +39,10 @@ impl<S> Layer<S> for GateLayer {
     type Service = GateService<S>;
 
     fn layer(&self, inner: S) -> GateService<S> {
-        GateService { inner, state: self.state.clone() }
+        GateService {
+            inner,
+            state: self.state.clone(),
+        }
     }
 }
 
@@ -85,7 +87,12 @@ where
             }
             concluded => self.start(concluded, req),
         };
-        ResponseFuture { state, start, request_id, gate: self.state.clone() }
+        ResponseFuture {
+            state,
+            start,
+            request_id,
+            gate: self.state.clone(),
+        }
     }
 }
 
@@ -104,8 +111,20 @@ where
     S: Service<Request<ReqB>>,
 {
     match judgement {
-        Judgement::Forward { decision, log } => FutureState::Inner { fut: inner.call(req), decision, log },
-        Judgement::Deny { response, decision, log } => FutureState::Denied { response: Some(response), decision, log },
+        Judgement::Forward { decision, log } => FutureState::Inner {
+            fut: inner.call(req),
+            decision,
+            log,
+        },
+        Judgement::Deny {
+            response,
+            decision,
+            log,
+        } => FutureState::Denied {
+            response: Some(response),
+            decision,
+            log,
+        },
         // `conclude` never returns `Later`.
         Judgement::Later(_) => FutureState::Denied {
             response: Some(internal_error()),
@@ -164,7 +183,14 @@ where
         loop {
             let mut this = self.as_mut().project();
             let next = match this.state.as_mut().project() {
-                FutureStateProj::Judging { verdict, rule, inner, req, gate, log } => {
+                FutureStateProj::Judging {
+                    verdict,
+                    rule,
+                    inner,
+                    req,
+                    gate,
+                    log,
+                } => {
                     let verdict = ready!(verdict.as_mut().poll(cx));
                     let (Some(mut req), Some(mut inner)) = (req.take(), inner.take()) else {
                         // Polled after completion: stay pending rather than panic.
@@ -179,8 +205,14 @@ where
                     let (parts, body) = response.into_parts();
                     return Poll::Ready(Ok(finish(parts, record, this.request_id, |r| GateBody::inner(body, r))));
                 }
-                FutureStateProj::Denied { response, decision, log } => {
-                    let Some(response) = response.take() else { return Poll::Pending };
+                FutureStateProj::Denied {
+                    response,
+                    decision,
+                    log,
+                } => {
+                    let Some(response) = response.take() else {
+                        return Poll::Pending;
+                    };
                     let record = Record::new(*this.start, *decision, this.gate.metrics.clone(), log.take());
                     let (parts, body) = response.into_parts();
                     return Poll::Ready(Ok(finish(parts, record, this.request_id, |r| GateBody::local(body, r))));

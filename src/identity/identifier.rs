@@ -75,7 +75,9 @@ impl Identifier {
             match source {
                 SourceKind::UserToken => {
                     let Some(verifier) = &self.user_token else { continue };
-                    let Some(token) = verifier.find_token(req.headers(), req.uri().query()) else { continue };
+                    let Some(token) = verifier.find_token(req.headers(), req.uri().query()) else {
+                        continue;
+                    };
                     return match verifier.verify_now(&token) {
                         Verification::Valid(identity) => Identified::Found(identity),
                         Verification::Invalid(e) => Identified::Invalid(CredentialError::UserToken(e)),

@@ -4,6 +4,7 @@
 //! tried in order and the first that finds a credential decides. A credential that is present but
 //! fails is an error at once ([`CredentialError`]): it never falls through to a weaker source.
 
+mod identifier;
 mod jwks;
 mod user_token;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use http::header::HeaderValue;
 
+pub use identifier::{Credential, CredentialError, Identified, Identifier};
 pub use jwks::{
     FETCH_TIMEOUT, Generation, InvalidPublicKey, KeySet, KeySetOptions, MIN_REFETCH_INTERVAL, REFRESH_INTERVAL,
     RETRY_AFTER_FAILURE, SignatureCheck, WHOP_STATIC_KEY_X, WHOP_STATIC_KEY_Y,

@@ -58,11 +58,16 @@ pub fn gated_config(upstream: &str, mock: &whopgate::mock::MockWhop, whop_extra:
 /// The mock's default state plus `n` users (`user_load0000`…) who each hold an active
 /// membership on `prod_mockproduct1`.
 pub fn state_with_customers(n: usize) -> whopgate::mock::MockState {
-    use whopgate::mock::{MockState, MembershipStatus};
+    use whopgate::mock::{MembershipStatus, MockState};
     let mut state = MockState::default();
     for i in 0..n {
         let id = format!("user_load{i:04}");
-        state.users.push(whopgate::mock::User { id: id.clone(), username: String::new(), name: None, email: None });
+        state.users.push(whopgate::mock::User {
+            id: id.clone(),
+            username: String::new(),
+            name: None,
+            email: None,
+        });
         state.memberships.push(whopgate::mock::Membership {
             id: format!("mem_load{i:08}"),
             user_id: id,
