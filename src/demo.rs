@@ -82,19 +82,18 @@ asking a local stand-in for the Whop API ({mock_url}): no Whop account needed.
 Routes: /public is open to anyone; / needs {PRODUCT}; /admin needs the team of {COMPANY}.
 The app answers with the identity headers the gate forwarded to it.
 
-Alice bought the product: allowed, with her identity
-  curl -H 'x-whop-user-token: {alice}' {gate}/
+Whop user tokens for three users (valid 24 h); paste these into another shell:
+  ALICE={alice}
+  BOB={bob}
+  CAROL={carol}
 
-Bob did not: 403 (a browser would be sent to checkout)
-  curl -H 'x-whop-user-token: {bob}' {gate}/
-
-Carol is on the company's team: the admin route lets her in (and refuses Alice)
-  curl -H 'x-whop-user-token: {carol}' {gate}/admin
-  curl -H 'x-whop-user-token: {alice}' {gate}/admin
-
-No token: 401; a forged identity header never reaches the app
-  curl {gate}/
-  curl -H 'x-whop-user-id: user_carol' {gate}/public
+Then:
+  curl -H "x-whop-user-token: $ALICE" {gate}/        # Alice bought the product: 200, with her identity
+  curl -H "x-whop-user-token: $BOB" {gate}/          # Bob did not: 403 (a browser goes to checkout)
+  curl -H "x-whop-user-token: $CAROL" {gate}/admin   # Carol is on the company's team: 200
+  curl -H "x-whop-user-token: $ALICE" {gate}/admin   # a customer is not an admin: 403
+  curl {gate}/                                       # no token: 401
+  curl -H "x-whop-user-id: user_carol" {gate}/public # forged identity headers never reach the app
 {admin}
 Ctrl-C stops the demo.
 "#,

@@ -240,3 +240,50 @@ fn run_with_a_missing_config_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/nonexistent/whopgate.toml"), "{}", stderr(&out));
 }
+
+/// `whopgate demo` prints commands that do what it says they do.
+#[test]
+fn the_demo_commands_work_as_printed() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(binary())
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let mut tokens = std::collections::HashMap::new();
+    let mut gate = None;
+    for line in lines.by_ref() {
+        if let Some((name, token)) = line.trim().split_once('=') {
+            if ["ALICE", "BOB", "CAROL"].contains(&name) {
+                tokens.insert(name.to_owned(), token.to_owned());
+            }
+        }
+        if line.contains("whopgate demo: the gate runs on ") {
+            gate = line.split_whitespace().find(|w| w.starts_with("http://")).map(str::to_owned);
+        }
+        if line.contains("Ctrl-C stops the demo") {
+            break;
+        }
+    }
+    let gate = gate.expect("the demo names its address");
+    let client = reqwest::blocking::Client::new();
+    let status = |path: &str, user: Option<&str>| {
+        let mut request = client.get(format!("{gate}{path}"));
+        if let Some(user) = user {
+            request = request.header("x-whop-user-token", &tokens[user]);
+        }
+        request.send().unwrap().status().as_u16()
+    };
+    assert_eq!(status("/", Some("ALICE")), 200);
+    assert_eq!(status("/", Some("BOB")), 403);
+    assert_eq!(status("/admin", Some("CAROL")), 200);
+    assert_eq!(status("/admin", Some("ALICE")), 403);
+    assert_eq!(status("/", None), 401);
+    let body = client.get(format!("{gate}/")).header("x-whop-user-token", &tokens["ALICE"]).send().unwrap().text().unwrap();
+    assert!(body.contains("hello user_alice") && body.contains("x-whop-access-level: customer"), "{body}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
