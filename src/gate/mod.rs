@@ -228,3 +228,137 @@ pub(crate) struct RuleState {
     counters: RouteCounters,
     resources: Vec<(Arc<str>, HeaderValue)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::{Request, Response, StatusCode};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    use super::*;
+    use crate::mock::{MockState, MockWhop};
+
+    /// The echo service: answers with the identity it was handed.
+    async fn echo(req: Request<String>) -> Result<Response<String>, Infallible> {
+        let user = req.extensions().get::<WhopUser>().cloned();
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        Ok(Response::new(format!(
+            "{} {} {} {} {:?}",
+            header("x-whop-user-id"),
+            header("x-whop-access-level"),
+            header("x-whop-resource-id"),
+            header("x-whopgate-source"),
+            user.map(|u| (u.id.to_string(), u.access_level, u.resource.map(|r| r.to_string()))),
+        )))
+    }
+
+    async fn gate_for(mock: &MockWhop) -> Gate {
+        let config = Config::from_toml(
+            &format!(
+                r#"
+                [whop]
+                api_key = "{}"
+                app_id = "{}"
+                api_base = "{}"
+
+                [[route]]
+                path = "/public"
+                public = true
+
+                [[route]]
+                path = "/"
+                require = ["prod_mockproduct2", "prod_mockproduct1"]
+                "#,
+                mock.api_key(),
+                mock.app_id(),
+                mock.base_url()
+            ),
+            "test.toml",
+        )
+        .unwrap();
+        Gate::from_config(&config).await.unwrap()
+    }
+
+    fn request(path: &str, token: Option<&str>) -> Request<String> {
+        let mut builder = Request::get(path).header("accept", "application/json");
+        if let Some(token) = token {
+            builder = builder.header("x-whop-user-token", token);
+        }
+        builder.body(String::new()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn allowed_requests_carry_headers_and_the_whop_user() {
+        let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
+        let gate = gate_for(&mock).await;
+        let service = gate.layer().layer(service_fn(echo));
+        let token = mock.mint_token("user_alice").unwrap();
+        let response = service.clone().oneshot(request("/x", Some(&token))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().contains_key("x-request-id"));
+        let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"user_alice customer prod_mockproduct1 user_token Some(("user_alice", Some(Customer), Some("prod_mockproduct1")))"#
+        );
+        // Cached now: the same request is decided without I/O.
+        let again = service.oneshot(request("/x", Some(&token))).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+        // Both required resources were asked about at once; the grant did not wait for the other.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while mock.calls(crate::mock::EndpointKind::Access) < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(mock.calls(crate::mock::EndpointKind::Access), 2, "one call per required resource");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn denials_are_responses_not_errors() {
+        let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
+        let gate = gate_for(&mock).await;
+        let service = gate.layer().layer(service_fn(echo));
+        let bob = mock.mint_token("user_bob").unwrap();
+        for (req, status) in [
+            (request("/x", None), StatusCode::UNAUTHORIZED),
+            (request("/x", Some("garbage")), StatusCode::UNAUTHORIZED),
+            (request("/x", Some(&bob)), StatusCode::FORBIDDEN),
+            (request("/a%2Fb", None), StatusCode::BAD_REQUEST),
+        ] {
+            let response = service.clone().oneshot(req).await.unwrap();
+            assert_eq!(response.status(), status);
+        }
+        let public = service.oneshot(request("/public", Some(&bob))).await.unwrap();
+        assert_eq!(public.status(), StatusCode::OK);
+    }
+
+    #[cfg(feature = "axum")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whop_user_is_an_axum_extractor() {
+        use axum::routing::get;
+        let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
+        let gate = gate_for(&mock).await;
+        let app = axum::Router::new()
+            .route("/me", get(|user: WhopUser| async move { user.id.to_string() }))
+            .route("/public", get(|user: Option<WhopUser>| async move { format!("{:?}", user.map(|u| u.id)) }))
+            .layer(gate.layer());
+        let token = mock.mint_token("user_carol").unwrap();
+        let body = |r: Response<axum::body::Body>| async move {
+            String::from_utf8(axum::body::to_bytes(r.into_body(), 1024).await.unwrap().to_vec()).unwrap()
+        };
+        let me = app.clone().oneshot(axum_request("/me", Some(&token))).await.unwrap();
+        assert_eq!(me.status(), StatusCode::OK);
+        assert_eq!(body(me).await, "user_carol");
+        let anonymous = app.oneshot(axum_request("/public", None)).await.unwrap();
+        assert_eq!(body(anonymous).await, "None");
+    }
+
+    #[cfg(feature = "axum")]
+    fn axum_request(path: &str, token: Option<&str>) -> Request<axum::body::Body> {
+        let mut builder = Request::get(path);
+        if let Some(token) = token {
+            builder = builder.header("x-whop-user-token", token);
+        }
+        builder.body(axum::body::Body::empty()).unwrap()
+    }
+}

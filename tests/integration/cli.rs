@@ -287,3 +287,38 @@ fn the_demo_commands_work_as_printed() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `whopgate mock-whop` as a process, and a token from `whopgate mock-whop token` that a gate
+/// pointed at it accepts — the way a user's own CI would use them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_whop_process_and_its_tokens_work_with_a_gate() {
+    use std::io::{BufRead, BufReader};
+    let mut mock = Command::new(binary())
+        .args(["mock-whop", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(mock.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the mock names its address").to_owned();
+    let token = whopgate(&["mock-whop", "token", "user_alice"], &[]);
+    assert_eq!(token.status.code(), Some(0));
+    let token = stdout(&token).trim().to_owned();
+    assert!(token.starts_with("eyJ"));
+
+    let up = crate::support::Upstream::start().await;
+    let config = crate::support::config(
+        &up.url(),
+        &format!(
+            "[[route]]\npath = \"/\"\nrequire = [\"prod_mockproduct1\"]\n\n[whop]\napi_key = \"mock_api_key\"\napp_id = \"app_mockapp000001\"\napi_base = \"{base}\"\n"
+        ),
+    );
+    let gate = crate::support::Whopgate::start(&config);
+    let r = reqwest::Client::new().get(gate.url("/")).header("x-whop-user-token", &token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().header("x-whop-user-id"), ["user_alice"]);
+    // The mock saw the documented API version header.
+    let calls: serde_json::Value = reqwest::get(format!("{base}/_mock/calls")).await.unwrap().json().await.unwrap();
+    assert_eq!(calls["last_api_version_date"], "2026-09-15", "{calls}");
+    let _ = mock.kill();
+    let _ = mock.wait();
+}
