@@ -242,7 +242,13 @@ mod tests {
     /// The echo service: answers with the identity it was handed.
     async fn echo(req: Request<String>) -> Result<Response<String>, Infallible> {
         let user = req.extensions().get::<WhopUser>().cloned();
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
         Ok(Response::new(format!(
             "{} {} {} {} {:?}",
             header("x-whop-user-id"),
@@ -297,7 +303,10 @@ mod tests {
         let response = service.clone().oneshot(request("/x", Some(&token))).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers().contains_key("x-request-id"));
-        let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
             r#"user_alice customer prod_mockproduct1 user_token Some(("user_alice", Some(Customer), Some("prod_mockproduct1")))"#
@@ -310,7 +319,11 @@ mod tests {
         while mock.calls(crate::mock::EndpointKind::Access) < 2 && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert_eq!(mock.calls(crate::mock::EndpointKind::Access), 2, "one call per required resource");
+        assert_eq!(
+            mock.calls(crate::mock::EndpointKind::Access),
+            2,
+            "one call per required resource"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,7 +353,10 @@ mod tests {
         let gate = gate_for(&mock).await;
         let app = axum::Router::new()
             .route("/me", get(|user: WhopUser| async move { user.id.to_string() }))
-            .route("/public", get(|user: Option<WhopUser>| async move { format!("{:?}", user.map(|u| u.id)) }))
+            .route(
+                "/public",
+                get(|user: Option<WhopUser>| async move { format!("{:?}", user.map(|u| u.id)) }),
+            )
             .layer(gate.layer());
         let token = mock.mint_token("user_carol").unwrap();
         let body = |r: Response<axum::body::Body>| async move {

@@ -262,7 +262,10 @@ fn the_demo_commands_work_as_printed() {
             }
         }
         if line.contains("whopgate demo: the gate runs on ") {
-            gate = line.split_whitespace().find(|w| w.starts_with("http://")).map(str::to_owned);
+            gate = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .map(str::to_owned);
         }
         if line.contains("Ctrl-C stops the demo") {
             break;
@@ -282,8 +285,17 @@ fn the_demo_commands_work_as_printed() {
     assert_eq!(status("/admin", Some("CAROL")), 200);
     assert_eq!(status("/admin", Some("ALICE")), 403);
     assert_eq!(status("/", None), 401);
-    let body = client.get(format!("{gate}/")).header("x-whop-user-token", &tokens["ALICE"]).send().unwrap().text().unwrap();
-    assert!(body.contains("hello user_alice") && body.contains("x-whop-access-level: customer"), "{body}");
+    let body = client
+        .get(format!("{gate}/"))
+        .header("x-whop-user-token", &tokens["ALICE"])
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        body.contains("hello user_alice") && body.contains("x-whop-access-level: customer"),
+        "{body}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -298,8 +310,16 @@ async fn mock_whop_process_and_its_tokens_work_with_a_gate() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let line = BufReader::new(mock.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the mock names its address").to_owned();
+    let line = BufReader::new(mock.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("the mock names its address")
+        .to_owned();
     let token = whopgate(&["mock-whop", "token", "user_alice"], &[]);
     assert_eq!(token.status.code(), Some(0));
     let token = stdout(&token).trim().to_owned();
@@ -313,11 +333,21 @@ async fn mock_whop_process_and_its_tokens_work_with_a_gate() {
         ),
     );
     let gate = crate::support::Whopgate::start(&config);
-    let r = reqwest::Client::new().get(gate.url("/")).header("x-whop-user-token", &token).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(gate.url("/"))
+        .header("x-whop-user-token", &token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().header("x-whop-user-id"), ["user_alice"]);
     // The mock saw the documented API version header.
-    let calls: serde_json::Value = reqwest::get(format!("{base}/_mock/calls")).await.unwrap().json().await.unwrap();
+    let calls: serde_json::Value = reqwest::get(format!("{base}/_mock/calls"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(calls["last_api_version_date"], "2026-09-15", "{calls}");
     let _ = mock.kill();
     let _ = mock.wait();

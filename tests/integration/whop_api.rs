@@ -239,3 +239,48 @@ async fn the_rate_budget_holds_under_five_thousand_distinct_users() {
     assert_eq!(forbidden, budget as usize, "exactly the budget was asked");
     assert!(mock.max_calls_in_window(EndpointKind::Access, Duration::from_secs(60)) <= budget as usize);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_5xx_is_retried_within_the_timeout() {
+    let up = Upstream::start().await;
+    let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
+    let gate = Whopgate::start(&gated_config(&up.url(), &mock, "", ROUTES));
+    mock.set_fault(EndpointKind::Access, Fault::error_times(1));
+    let token = mock.mint_token("user_alice").unwrap();
+    let r = reqwest::Client::new()
+        .get(gate.url("/x"))
+        .header("x-whop-user-token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(mock.calls(EndpointKind::Access), 2);
+    assert_eq!(mock.last_api_version_date().as_deref(), Some("2026-09-15"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_api_key_is_503_and_never_logged() {
+    let up = Upstream::start().await;
+    let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
+    let secret = "sk_live_should_never_be_printed_1234";
+    let config = gated_config(&up.url(), &mock, "", ROUTES).replace(
+        &format!("api_key = \"{}\"", mock.api_key()),
+        &format!("api_key = \"{secret}\""),
+    );
+    let gate = Whopgate::start(&config);
+    let token = mock.mint_token("user_alice").unwrap();
+    let r = reqwest::Client::new()
+        .get(gate.url("/x"))
+        .header("x-whop-user-token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let line = gate
+        .wait_for_log("refused our API key", Duration::from_secs(5))
+        .expect("a clear log line");
+    assert!(line.contains("whop.api_key"), "{line}");
+    for line in gate.logs() {
+        assert!(!line.contains(secret), "the API key was logged: {line}");
+    }
+}
