@@ -21,11 +21,7 @@ use whopgate::mock::{MockState, MockWhop, TokenOptions};
 use whopgate::{Config, Gate};
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let _guard = runtime.enter();
     let mock = MockWhop::start("127.0.0.1:0".parse().expect("addr"), MockState::default()).expect("mock");
     let config = Config::from_toml(
@@ -53,9 +49,7 @@ fn bench(c: &mut Criterion) {
             .expect("request")
     };
     // Warm both caches (the first request asks the mock).
-    let warm = runtime
-        .block_on(service.clone().oneshot(request(&token)))
-        .expect("warm");
+    let warm = runtime.block_on(service.clone().oneshot(request(&token))).expect("warm");
     assert_eq!(warm.status(), 200);
 
     let mut group = c.benchmark_group("gate");

@@ -14,11 +14,7 @@ use whopgate::{Config, Gate, WhopUser};
 
 /// A handler behind the gate: it only runs for users with access, and knows who they are.
 async fn dashboard(user: WhopUser) -> String {
-    format!(
-        "hi {}, you have {} access\n",
-        user.id,
-        user.access_level.map_or("no", |a| a.as_str())
-    )
+    format!("hi {}, you have {} access\n", user.id, user.access_level.map_or("no", |a| a.as_str()))
 }
 
 /// A public page: the identity is there only when the caller sent a valid token.
@@ -56,18 +52,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     let gate = Gate::from_config(&config).await?;
-    let app = Router::new()
-        .route("/", get(home))
-        .route("/dashboard", get(dashboard))
-        .layer(gate.layer());
+    let app = Router::new().route("/", get(home)).route("/dashboard", get(dashboard)).layer(gate.layer());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     let token = mock.mint_token("user_alice")?;
     println!("listening on http://{}", listener.local_addr()?);
-    println!(
-        "try: curl -H 'x-whop-user-token: {token}' http://{}/dashboard",
-        listener.local_addr()?
-    );
+    println!("try: curl -H 'x-whop-user-token: {token}' http://{}/dashboard", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -45,9 +45,7 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds `addr`.
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        Ok(Self {
-            listener: TcpListener::bind(addr).await?,
-        })
+        Ok(Self { listener: TcpListener::bind(addr).await? })
     }
 
     /// The bound address.
@@ -99,10 +97,9 @@ fn answer(req: &Request<Incoming>, metrics: &Metrics, readiness: &Readiness) -> 
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/metrics" => {
             let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             response
         }
         _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /readyz or /metrics\n"),
@@ -112,9 +109,6 @@ fn answer(req: &Request<Incoming>, metrics: &Metrics, readiness: &Readiness) -> 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }

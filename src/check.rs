@@ -14,32 +14,18 @@ pub fn report(config: &Config) -> String {
     let table = RouteTable::new(&config.routes);
     let mut out = String::new();
     let _ = writeln!(out, "{}: ok", config.file);
-    let upstream = config
-        .upstream
-        .as_ref()
-        .map_or_else(|| "none".to_owned(), ToString::to_string);
+    let upstream = config.upstream.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string);
     let sources: Vec<&str> = config.identity.sources.iter().map(|s| s.as_str()).collect();
     let admin = config.admin_listen.map_or_else(|| "off".to_owned(), |a| a.to_string());
     let _ = writeln!(out, "  listen     {}", config.listen);
     let _ = writeln!(out, "  upstream   {upstream}");
     let _ = writeln!(out, "  admin      {admin}");
     let _ = writeln!(out, "  identity   {}", sources.join(", "));
-    let _ = writeln!(
-        out,
-        "  whop       {} ({})",
-        config.whop.api_base,
-        config.whop.access_api.as_str()
-    );
+    let _ = writeln!(out, "  whop       {} ({})", config.whop.api_base, config.whop.access_api.as_str());
     let _ = writeln!(out);
     let _ = writeln!(out, "routes (first match wins):");
-    let mut rows = vec![[
-        "#".to_owned(),
-        "path".into(),
-        "methods".into(),
-        "host".into(),
-        "requires".into(),
-        "line".into(),
-    ]];
+    let mut rows =
+        vec![["#".to_owned(), "path".into(), "methods".into(), "host".into(), "requires".into(), "line".into()]];
     for rule in table.rules() {
         rows.push([
             (rule.index + 1).to_string(),
@@ -50,17 +36,8 @@ pub fn report(config: &Config) -> String {
             rule.line.to_string(),
         ]);
     }
-    rows.push([
-        "*".into(),
-        "anything else".into(),
-        String::new(),
-        String::new(),
-        "denied (403)".into(),
-        String::new(),
-    ]);
-    let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
+    rows.push(["*".into(), "anything else".into(), String::new(), String::new(), "denied (403)".into(), String::new()]);
+    let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     for row in &rows {
         let mut line = String::from("  ");
         for (c, cell) in row.iter().enumerate() {
@@ -120,11 +97,7 @@ fn extras(rule: &Rule) -> String {
             parts.push(format!("checkout={url}"));
         }
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(" [{}]", parts.join(", "))
-    }
+    if parts.is_empty() { String::new() } else { format!(" [{}]", parts.join(", ")) }
 }
 
 /// The `explain` answer for one request.
@@ -153,13 +126,7 @@ pub fn explain(config: &Config, method: &Method, raw_path: &str, host: Option<&s
     }
     match table.find(method, host, &normalized) {
         Some(rule) => {
-            let _ = writeln!(
-                out,
-                "  rule      {} ({}, line {})",
-                rule.index + 1,
-                rule.conditions(),
-                rule.line
-            );
+            let _ = writeln!(out, "  rule      {} ({}, line {})", rule.index + 1, rule.conditions(), rule.line);
             let _ = writeln!(out, "  requires  {}", rule.requirement());
             let forwarded = match query {
                 Some(q) => format!("{normalized}?{q}"),

@@ -48,11 +48,9 @@ impl std::error::Error for DemoError {}
 
 /// Runs the demo until Ctrl-C. `listen` is where the gate listens (port 0: any free port).
 pub async fn run(listen: SocketAddr) -> Result<(), DemoError> {
-    let mock = MockWhop::start(
-        "127.0.0.1:0".parse().map_err(|_| DemoError::Config("address".into()))?,
-        MockState::default(),
-    )
-    .map_err(DemoError::Io)?;
+    let mock =
+        MockWhop::start("127.0.0.1:0".parse().map_err(|_| DemoError::Config("address".into()))?, MockState::default())
+            .map_err(DemoError::Io)?;
     let app = TcpListener::bind("127.0.0.1:0").await.map_err(DemoError::Io)?;
     let app_addr = app.local_addr().map_err(DemoError::Io)?;
     tokio::spawn(serve_app(app));
@@ -62,17 +60,12 @@ pub async fn run(listen: SocketAddr) -> Result<(), DemoError> {
     let sidecar = Sidecar::start(config).await.map_err(DemoError::Run)?;
     let gate = format!("http://{}", sidecar.local_addr());
     let token = |user: &str| {
-        mock.mint_token_with(
-            user,
-            crate::mock::TokenOptions::ttl(std::time::Duration::from_secs(24 * 3600)),
-        )
+        mock.mint_token_with(user, crate::mock::TokenOptions::ttl(std::time::Duration::from_secs(24 * 3600)))
     };
     let alice = token("user_alice").map_err(|e| DemoError::Token(e.to_string()))?;
     let bob = token("user_bob").map_err(|e| DemoError::Token(e.to_string()))?;
     let carol = token("user_carol").map_err(|e| DemoError::Token(e.to_string()))?;
-    let admin = sidecar
-        .admin_addr()
-        .map_or_else(String::new, |a| format!("\nMetrics:  curl http://{a}/metrics\n"));
+    let admin = sidecar.admin_addr().map_or_else(String::new, |a| format!("\nMetrics:  curl http://{a}/metrics\n"));
 
     println!(
         r#"
@@ -145,21 +138,13 @@ async fn serve_app(listener: TcpListener) {
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(|req: Request<Incoming>| async move { Ok::<_, Infallible>(describe(&req)) });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
 
 fn describe(req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned()
-    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
     let greeting = match req.headers().get("x-whop-user-id").and_then(|v| v.to_str().ok()) {
         Some(user) => format!("hello {user}"),
         None => "hello, anonymous visitor".to_owned(),
@@ -174,9 +159,6 @@ fn describe(req: &Request<Incoming>) -> Response<Full<Bytes>> {
         header("x-whopgate-source"),
     );
     let mut response = Response::new(Full::new(Bytes::from(body)));
-    response.headers_mut().insert(
-        "content-type",
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert("content-type", http::HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }

@@ -76,28 +76,15 @@ fn main() -> ExitCode {
         Some(Command::Check) => check(&cli.config),
         Some(Command::Explain { method, path, host }) => explain(&cli.config, &method, &path, host.as_deref()),
         Some(Command::Demo { listen }) => demo(listen),
-        Some(Command::MockWhop {
-            listen,
-            state,
-            command: None,
-        }) => mock_whop(listen, state),
-        Some(Command::MockWhop {
-            state,
-            command: Some(MockCommand::Token {
-                user,
-                state: token_state,
-            }),
-            ..
-        }) => mock_token(&user, token_state.or(state)),
+        Some(Command::MockWhop { listen, state, command: None }) => mock_whop(listen, state),
+        Some(Command::MockWhop { state, command: Some(MockCommand::Token { user, state: token_state }), .. }) => {
+            mock_token(&user, token_state.or(state))
+        }
     }
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("error: could not start the runtime: {e}");
@@ -112,11 +99,7 @@ fn demo(listen: SocketAddr) -> ExitCode {
         return ExitCode::from(EXIT_RUNTIME);
     };
     // The default port may be taken on a developer machine: any free port is as good a demo.
-    let listen = if std::net::TcpListener::bind(listen).is_ok() {
-        listen
-    } else {
-        SocketAddr::new(listen.ip(), 0)
-    };
+    let listen = if std::net::TcpListener::bind(listen).is_ok() { listen } else { SocketAddr::new(listen.ip(), 0) };
     match runtime.block_on(whopgate::demo::run(listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -170,11 +153,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     let _log = whopgate::log::init(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "could not start the runtime");

@@ -86,9 +86,8 @@ pub struct CacheCounters {
 }
 
 /// Buckets for whole-request durations: from 100 µs (a cache hit) to 30 s (a slow upstream).
-const REQUEST_BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
-];
+const REQUEST_BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
 /// Buckets for Whop API calls: 5 ms to 10 s.
 const WHOP_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0, 10.0];
 
@@ -152,18 +151,11 @@ impl Metrics {
             "Cache lookups, by cache and result.",
             &["cache", "result"],
         );
-        let cache_entries = IntGaugeVec::new(
-            Opts::new("whopgate_cache_entries", "Entries held per cache."),
-            &["cache"],
-        )
-        .map(|g| register(&registry, g))
-        .unwrap_or_else(|e| unreachable_metric(e));
-        let webhooks = counter_vec(
-            &registry,
-            "whopgate_webhooks_total",
-            "Webhook deliveries, by result.",
-            &["result"],
-        );
+        let cache_entries =
+            IntGaugeVec::new(Opts::new("whopgate_cache_entries", "Entries held per cache."), &["cache"])
+                .map(|g| register(&registry, g))
+                .unwrap_or_else(|e| unreachable_metric(e));
+        let webhooks = counter_vec(&registry, "whopgate_webhooks_total", "Webhook deliveries, by result.", &["result"]);
         let upstream_requests = counter_vec(
             &registry,
             "whopgate_upstream_requests_total",
@@ -188,9 +180,7 @@ impl Metrics {
 
     /// The counters for a route label (a rule's path, or `""` when no rule matched).
     pub fn route_counters(&self, route: &str) -> RouteCounters {
-        RouteCounters {
-            by_decision: Decision::ALL.map(|d| self.requests.with_label_values(&[d.as_str(), route])),
-        }
+        RouteCounters { by_decision: Decision::ALL.map(|d| self.requests.with_label_values(&[d.as_str(), route])) }
     }
 
     /// Records one whole request.
@@ -201,9 +191,7 @@ impl Metrics {
     /// Counts one upstream answer by status.
     pub fn upstream_status(&self, status: u16) {
         match self.upstream_by_status.get(usize::from(status)) {
-            Some(slot) => slot
-                .get_or_init(|| self.upstream_requests.with_label_values(&[itoa(status).as_str()]))
-                .inc(),
+            Some(slot) => slot.get_or_init(|| self.upstream_requests.with_label_values(&[itoa(status).as_str()])).inc(),
             None => self.upstream_requests.with_label_values(&[itoa(status).as_str()]).inc(),
         }
     }

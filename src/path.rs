@@ -110,10 +110,9 @@ fn decode_unreserved(bytes: &[u8]) -> Result<Vec<u8>, PathRejection> {
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            let (Some(hi), Some(lo)) = (
-                bytes.get(i + 1).copied().and_then(hex_value),
-                bytes.get(i + 2).copied().and_then(hex_value),
-            ) else {
+            let (Some(hi), Some(lo)) =
+                (bytes.get(i + 1).copied().and_then(hex_value), bytes.get(i + 2).copied().and_then(hex_value))
+            else {
                 return Err(PathRejection::BadPercentEncoding);
             };
             let decoded = hi << 4 | lo;
@@ -126,11 +125,7 @@ fn decode_unreserved(bytes: &[u8]) -> Result<Vec<u8>, PathRejection> {
             if is_unreserved(decoded) {
                 out.push(decoded);
             } else {
-                out.extend_from_slice(&[
-                    b'%',
-                    bytes[i + 1].to_ascii_uppercase(),
-                    bytes[i + 2].to_ascii_uppercase(),
-                ]);
+                out.extend_from_slice(&[b'%', bytes[i + 1].to_ascii_uppercase(), bytes[i + 2].to_ascii_uppercase()]);
             }
             i += 3;
             continue;

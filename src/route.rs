@@ -67,10 +67,7 @@ impl Rule {
     fn matches(&self, method: &Method, host: Option<&str>, path: &str) -> bool {
         self.covers_path(path)
             && self.methods.as_ref().is_none_or(|ms| ms.contains(method))
-            && self
-                .host
-                .as_ref()
-                .is_none_or(|pattern| host.is_some_and(|h| pattern.matches(h)))
+            && self.host.as_ref().is_none_or(|pattern| host.is_some_and(|h| pattern.matches(h)))
     }
 
     /// What the rule demands, in words: `public`, `customer of prod_a`, `admin of any of biz_a, prod_b`.
@@ -133,20 +130,14 @@ pub struct HostPattern {
 impl HostPattern {
     /// A pattern from the config's (already lower-cased) `host` value.
     pub fn new(pattern: &str) -> Self {
-        Self {
-            pattern: pattern.to_ascii_lowercase(),
-        }
+        Self { pattern: pattern.to_ascii_lowercase() }
     }
 
     /// Does the request's host (as sent, any case, maybe with a port) match?
     ///
     /// A pattern without a port matches the host on any port.
     pub fn matches(&self, request_host: &str) -> bool {
-        let host = if has_port(&self.pattern) {
-            request_host
-        } else {
-            strip_port(request_host)
-        };
+        let host = if has_port(&self.pattern) { request_host } else { strip_port(request_host) };
         match self.pattern.strip_prefix("*.") {
             Some(suffix) => {
                 host.len() > suffix.len() + 1
@@ -185,11 +176,7 @@ fn has_port(host: &str) -> bool {
 }
 
 fn strip_port(host: &str) -> &str {
-    if has_port(host) {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    } else {
-        host
-    }
+    if has_port(host) { host.rsplit_once(':').map_or(host, |(h, _)| h) } else { host }
 }
 
 /// An earlier rule that catches every request a later rule would: the later one never applies.
@@ -210,13 +197,7 @@ pub struct RouteTable {
 impl RouteTable {
     /// Builds the table from the config's `[[route]]` list, keeping file order.
     pub fn new(routes: &[RouteConfig]) -> Self {
-        Self {
-            rules: routes
-                .iter()
-                .enumerate()
-                .map(|(i, r)| Rule::from_config(i, r))
-                .collect(),
-        }
+        Self { rules: routes.iter().enumerate().map(|(i, r)| Rule::from_config(i, r)).collect() }
     }
 
     /// The first rule that matches, or `None` (deny).
@@ -236,10 +217,7 @@ impl RouteTable {
         let mut out = Vec::new();
         for (j, later) in self.rules.iter().enumerate() {
             if let Some(earlier) = self.rules[..j].iter().find(|earlier| takes_all_of(earlier, later)) {
-                out.push(Shadowed {
-                    rule: j,
-                    by: earlier.index,
-                });
+                out.push(Shadowed { rule: j, by: earlier.index });
             }
         }
         out
@@ -360,11 +338,7 @@ mod tests {
         ]);
         assert_eq!(
             t.shadowed(),
-            vec![
-                Shadowed { rule: 1, by: 0 },
-                Shadowed { rule: 4, by: 3 },
-                Shadowed { rule: 6, by: 5 }
-            ]
+            vec![Shadowed { rule: 1, by: 0 }, Shadowed { rule: 4, by: 3 }, Shadowed { rule: 6, by: 5 }]
         );
     }
 
@@ -380,10 +354,7 @@ mod tests {
     fn requirement_text() {
         let mut r = route("/api");
         r.require = vec!["prod_a".into(), "prod_b".into()];
-        assert_eq!(
-            Rule::from_config(0, &r).requirement(),
-            "customer of any of prod_a, prod_b"
-        );
+        assert_eq!(Rule::from_config(0, &r).requirement(), "customer of any of prod_a, prod_b");
         r.public = true;
         assert_eq!(Rule::from_config(0, &r).requirement(), "public");
     }

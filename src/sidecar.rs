@@ -17,6 +17,8 @@ pub enum RunError {
     NoUpstream,
     /// The gate could not be built.
     Gate(GateError),
+    /// `[identity.dev]` is on but `listen` is not a loopback address.
+    DevIdentityNotLoopback(std::net::SocketAddr),
     /// The TLS certificate or key could not be loaded.
     Tls(crate::server::TlsError),
     /// A listener could not be bound.
@@ -36,6 +38,11 @@ impl std::fmt::Display for RunError {
             RunError::NoUpstream => f.write_str("the config has no `upstream`: set upstream = \"http://host:port\""),
             RunError::Gate(e) => write!(f, "could not build the gate: {e}"),
             RunError::Tls(e) => write!(f, "could not load the TLS certificate: {e}"),
+            RunError::DevIdentityNotLoopback(addr) => write!(
+                f,
+                "refusing to start: the dev identity lets anyone in as a fixed user, and `listen` ({addr}) is not a \
+                 loopback address; use it only with listen = \"127.0.0.1:…\" (or remove \"dev\" from identity.sources)"
+            ),
             RunError::Bind { what, addr, source } => write!(f, "could not listen on {addr} ({what}): {source}"),
         }
     }
@@ -47,7 +54,7 @@ impl std::error::Error for RunError {
             RunError::Gate(e) => Some(e),
             RunError::Tls(e) => Some(e),
             RunError::Bind { source, .. } => Some(source),
-            RunError::NoUpstream => None,
+            RunError::NoUpstream | RunError::DevIdentityNotLoopback(_) => None,
         }
     }
 }
@@ -110,11 +117,12 @@ impl Sidecar {
 
     /// Binds the listeners, starts the workers and returns once ready (logging the ready line).
     pub async fn start(config: Config) -> Result<Sidecar, RunError> {
+        let dev_on = config.identity.dev.is_some() && config.identity.sources.contains(&crate::config::SourceKind::Dev);
+        if dev_on && !config.dev_identity_allowed() {
+            return Err(RunError::DevIdentityNotLoopback(config.listen));
+        }
         let upstream = config.upstream.clone().ok_or(RunError::NoUpstream)?;
-        let authority = upstream
-            .authority()
-            .map(|a| a.to_string())
-            .ok_or(RunError::NoUpstream)?;
+        let authority = upstream.authority().map(|a| a.to_string()).ok_or(RunError::NoUpstream)?;
         let gate = Gate::from_config(&config).await.map_err(RunError::Gate)?;
         let metrics = gate.metrics().clone();
         let gate_keys_loaded = {
@@ -178,14 +186,7 @@ impl Sidecar {
             workers,
             "whopgate ready"
         );
-        Ok(Sidecar {
-            server,
-            admin_addr,
-            readiness,
-            stop_admin,
-            drain_timeout: config.limits.drain_timeout,
-            gate,
-        })
+        Ok(Sidecar { server, admin_addr, readiness, stop_admin, drain_timeout: config.limits.drain_timeout, gate })
     }
 }
 

@@ -52,11 +52,7 @@ struct DecisionKey {
 
 impl Hash for DecisionKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        KeyRef {
-            user: &self.user,
-            resource: &self.resource,
-        }
-        .hash(state);
+        KeyRef { user: &self.user, resource: &self.resource }.hash(state);
     }
 }
 
@@ -145,10 +141,7 @@ impl AccessCache {
         metrics: &Metrics,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
-        let entries = moka::sync::Cache::builder()
-            .max_capacity(settings.max_entries)
-            .expire_after(UntilStale)
-            .build();
+        let entries = moka::sync::Cache::builder().max_capacity(settings.max_entries).expire_after(UntilStale).build();
         Arc::new(Self {
             entries,
             inflight: Mutex::new(HashMap::new()),
@@ -184,10 +177,7 @@ impl AccessCache {
             return Ok(Decision { access, stale: false });
         }
         let pending = {
-            let key = DecisionKey {
-                user: user.clone(),
-                resource: resource.clone(),
-            };
+            let key = DecisionKey { user: user.clone(), resource: resource.clone() };
             let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
             match inflight.get(&key) {
                 Some(pending) => {
@@ -207,10 +197,7 @@ impl AccessCache {
                 match self.entries.get(&KeyRef { user, resource }) {
                     Some(old) if Instant::now() < old.stale_until && error.is_unavailable() => {
                         self.counters.stale.inc();
-                        Ok(Decision {
-                            access: old.access,
-                            stale: true,
-                        })
+                        Ok(Decision { access: old.access, stale: true })
                     }
                     _ => Err(error),
                 }
@@ -235,11 +222,7 @@ impl AccessCache {
     }
 
     fn entry_for(&self, access: Access, now: Instant) -> Entry {
-        let ttl = if access == Access::NoAccess {
-            self.settings.negative_ttl
-        } else {
-            self.settings.ttl
-        };
+        let ttl = if access == Access::NoAccess { self.settings.negative_ttl } else { self.settings.ttl };
         // Refresh early enough that a call taking the whole Whop timeout still lands before
         // expiry, but never in the first half of an entry's life.
         let lead = (ttl / 4).max(self.settings.whop_timeout).min(ttl / 2);
@@ -253,10 +236,7 @@ impl AccessCache {
 
     /// Starts a background refresh unless one is already running for this key.
     fn refresh(self: &Arc<Self>, user: &Arc<str>, resource: &Arc<str>) {
-        let key = DecisionKey {
-            user: user.clone(),
-            resource: resource.clone(),
-        };
+        let key = DecisionKey { user: user.clone(), resource: resource.clone() };
         let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         if !inflight.contains_key(&key) {
             self.start_fetch(&mut inflight, key);
@@ -274,9 +254,7 @@ impl AccessCache {
             let result = cache.client.check_access(&key.user, &key.resource).await;
             match &result {
                 Ok(access) => {
-                    cache
-                        .entries
-                        .insert(key.clone(), cache.entry_for(*access, Instant::now()));
+                    cache.entries.insert(key.clone(), cache.entry_for(*access, Instant::now()));
                     // Checked after inserting: an invalidation either removed our entry already
                     // or bumped the epoch before we look here.
                     if cache.epoch.load(Ordering::SeqCst) != epoch {
@@ -285,15 +263,9 @@ impl AccessCache {
                 }
                 Err(_) => cache.postpone_refresh(&key),
             }
-            cache
-                .inflight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
+            cache.inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
             let _ = tx.send(Some(result));
-            cache
-                .entries_gauge
-                .set(i64::try_from(cache.entries.entry_count()).unwrap_or(i64::MAX));
+            cache.entries_gauge.set(i64::try_from(cache.entries.entry_count()).unwrap_or(i64::MAX));
         });
         rx
     }
@@ -301,17 +273,12 @@ impl AccessCache {
     /// After a failed refresh, the entry (still fresh) waits a little before the next try.
     fn postpone_refresh(&self, key: &DecisionKey) {
         let retry_at = Instant::now() + REFRESH_RETRY;
-        self.entries
-            .entry(key.clone())
-            .and_compute_with(|current| match current {
-                Some(entry) if entry.value().refresh_from < retry_at && retry_at < entry.value().fresh_until => {
-                    Op::Put(Entry {
-                        refresh_from: retry_at,
-                        ..*entry.value()
-                    })
-                }
-                _ => Op::Nop,
-            });
+        self.entries.entry(key.clone()).and_compute_with(|current| match current {
+            Some(entry) if entry.value().refresh_from < retry_at && retry_at < entry.value().fresh_until => {
+                Op::Put(Entry { refresh_from: retry_at, ..*entry.value() })
+            }
+            _ => Op::Nop,
+        });
     }
 }
 
@@ -354,13 +321,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let client = client_for(mock, &metrics, Duration::from_secs(2));
         let resources = vec![Arc::from("prod_mockproduct1"), Arc::from("prod_mockproduct2")];
-        AccessCache::new(
-            client,
-            settings(ttl),
-            resources,
-            &metrics,
-            tokio::runtime::Handle::current(),
-        )
+        AccessCache::new(client, settings(ttl), resources, &metrics, tokio::runtime::Handle::current())
     }
 
     fn ids(user: &str, resource: &str) -> (Arc<str>, Arc<str>) {
@@ -378,13 +339,7 @@ mod tests {
             tokio::spawn(async move { cache.lookup(&user, &resource).await })
         });
         for lookup in lookups.collect::<Vec<_>>() {
-            assert_eq!(
-                lookup.await.unwrap().unwrap(),
-                Decision {
-                    access: Access::Customer,
-                    stale: false
-                }
-            );
+            assert_eq!(lookup.await.unwrap().unwrap(), Decision { access: Access::Customer, stale: false });
         }
         assert_eq!(mock.calls(EndpointKind::Access), 1);
         assert_eq!(cache.lookup_now(&user, &resource), Some(Access::Customer));
@@ -411,18 +366,9 @@ mod tests {
         cache.lookup(&alice, &product).await.unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;
         mock.set_fault(EndpointKind::Access, Fault::error());
-        assert_eq!(
-            cache.lookup(&alice, &product).await.unwrap(),
-            Decision {
-                access: Access::Customer,
-                stale: true
-            }
-        );
+        assert_eq!(cache.lookup(&alice, &product).await.unwrap(), Decision { access: Access::Customer, stale: true });
         let (carol, _) = ids("user_carol", "prod_mockproduct1");
-        assert!(matches!(
-            cache.lookup(&carol, &product).await,
-            Err(WhopError::Server { status: 500 })
-        ));
+        assert!(matches!(cache.lookup(&carol, &product).await, Err(WhopError::Server { status: 500 })));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,12 +380,7 @@ mod tests {
         cache.lookup(&alice, &product).await.unwrap();
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(3) {
-            assert_eq!(
-                cache.lookup_now(&alice, &product),
-                Some(Access::Customer),
-                "at {:?}",
-                started.elapsed()
-            );
+            assert_eq!(cache.lookup_now(&alice, &product), Some(Access::Customer), "at {:?}", started.elapsed());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let calls = mock.calls(EndpointKind::Access);

@@ -181,10 +181,7 @@ mod tests {
     #[test]
     fn spellings_are_the_contract() {
         assert_eq!(LogFormat::spellings(), ["text", "json"]);
-        assert_eq!(
-            AccessApi::spellings(),
-            ["check_access", "members", "memberships_v2", "memberships_v5"]
-        );
+        assert_eq!(AccessApi::spellings(), ["check_access", "members", "memberships_v2", "memberships_v5"]);
         assert_eq!(SourceKind::spellings(), ["user_token", "session", "license_key", "dev"]);
         assert_eq!(
             MembershipStatus::spellings(),

@@ -20,10 +20,7 @@ pub(crate) struct Interpolated {
 /// A `$` not followed by `{` is kept as it is. Errors name the variable, never a value.
 pub(crate) fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Interpolated, Vec<Problem>> {
     if !text.contains("${") {
-        return Ok(Interpolated {
-            value: text.to_owned(),
-            vars: Vec::new(),
-        });
+        return Ok(Interpolated { value: text.to_owned(), vars: Vec::new() });
     }
     let mut value = String::with_capacity(text.len());
     let mut vars = Vec::new();
@@ -49,9 +46,8 @@ pub(crate) fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> R
             match env(name) {
                 Some(found) => value.push_str(&found),
                 None => problems.push(
-                    Problem::new(format!("environment variable `{name}` is not set")).hint(format!(
-                        "set `{name}` in whopgate's environment, or write the value here directly"
-                    )),
+                    Problem::new(format!("environment variable `{name}` is not set"))
+                        .hint(format!("set `{name}` in whopgate's environment, or write the value here directly")),
                 ),
             }
             vars.push(name.to_owned());
@@ -59,11 +55,7 @@ pub(crate) fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> R
         rest = &after[close + 1..];
     }
     value.push_str(rest);
-    if problems.is_empty() {
-        Ok(Interpolated { value, vars })
-    } else {
-        Err(problems)
-    }
+    if problems.is_empty() { Ok(Interpolated { value, vars }) } else { Err(problems) }
 }
 
 fn is_var_name(name: &str) -> bool {
@@ -133,10 +125,7 @@ mod tests {
         assert_eq!(err("${NOPE}"), ["environment variable `NOPE` is not set"]);
         assert_eq!(
             err("${NOPE}/${ALSO_NOPE}"),
-            [
-                "environment variable `NOPE` is not set",
-                "environment variable `ALSO_NOPE` is not set"
-            ]
+            ["environment variable `NOPE` is not set", "environment variable `ALSO_NOPE` is not set"]
         );
     }
 
@@ -145,9 +134,6 @@ mod tests {
         assert_eq!(err("${A"), ["`${` is not closed"]);
         assert_eq!(err("${}"), ["`${}` is not a valid environment variable reference"]);
         assert_eq!(err("${1A}"), ["`${1A}` is not a valid environment variable reference"]);
-        assert_eq!(
-            err("${A B}"),
-            ["`${A B}` is not a valid environment variable reference"]
-        );
+        assert_eq!(err("${A B}"), ["`${A B}` is not a valid environment variable reference"]);
     }
 }

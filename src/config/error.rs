@@ -27,11 +27,7 @@ impl fmt::Display for ConfigError {
         if self.line == 0 {
             write!(f, "{}: error: {}", self.file, self.message)?;
         } else {
-            write!(
-                f,
-                "{}:{}:{}: error: {}",
-                self.file, self.line, self.column, self.message
-            )?;
+            write!(f, "{}:{}:{}: error: {}", self.file, self.line, self.column, self.message)?;
         }
         if let Some(hint) = &self.hint {
             write!(f, "; {hint}")?;
@@ -95,10 +91,7 @@ pub(crate) struct Problem {
 
 impl Problem {
     pub fn new(message: impl Into<String>) -> Self {
-        Problem {
-            message: message.into(),
-            hint: None,
-        }
+        Problem { message: message.into(), hint: None }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -170,18 +163,12 @@ mod tests {
             e.to_string(),
             "whopgate.toml:12:5: error: unknown key `upsteam` in the top level; did you mean `upstream`?"
         );
-        assert_eq!(
-            error(1, 1, None).to_string(),
-            "whopgate.toml:1:1: error: unknown key `upsteam` in the top level"
-        );
+        assert_eq!(error(1, 1, None).to_string(), "whopgate.toml:1:1: error: unknown key `upsteam` in the top level");
     }
 
     #[test]
     fn an_error_outside_the_file_has_no_position() {
-        assert_eq!(
-            error(0, 0, None).to_string(),
-            "whopgate.toml: error: unknown key `upsteam` in the top level"
-        );
+        assert_eq!(error(0, 0, None).to_string(), "whopgate.toml: error: unknown key `upsteam` in the top level");
     }
 
     #[test]

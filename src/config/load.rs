@@ -32,10 +32,7 @@ pub(crate) fn load(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>)
         // produce follow-on noise, so report the syntax errors alone.
         for e in &syntax {
             let message = e.message().trim().replace('\n', "; ");
-            r.error(
-                &e.span().unwrap_or(0..0),
-                Problem::new(format!("invalid TOML: {message}")),
-            );
+            r.error(&e.span().unwrap_or(0..0), Problem::new(format!("invalid TOML: {message}")));
         }
         return Err(ConfigErrors(r.into_errors()));
     }
@@ -108,10 +105,8 @@ fn read_top(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Top {
     {
         r.error(
             &up.span,
-            Problem::new(format!(
-                "`upstream` is whopgate's own `listen` address ({listen_addr}); requests would loop"
-            ))
-            .hint("point it at the app, e.g. \"http://127.0.0.1:3000\""),
+            Problem::new(format!("`upstream` is whopgate's own `listen` address ({listen_addr}); requests would loop"))
+                .hint("point it at the app, e.g. \"http://127.0.0.1:3000\""),
         );
     }
     if let Some(admin) = &admin_listen
@@ -119,20 +114,15 @@ fn read_top(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Top {
     {
         r.error(
             &admin.span,
-            Problem::new(format!(
-                "`admin_listen` ({}) collides with `listen` ({listen_addr})",
-                admin.value
-            ))
-            .hint("give the admin endpoints a port of their own, e.g. \"127.0.0.1:9091\""),
+            Problem::new(format!("`admin_listen` ({}) collides with `listen` ({listen_addr})", admin.value))
+                .hint("give the admin endpoints a port of their own, e.g. \"127.0.0.1:9091\""),
         );
     }
 
     let trusted_proxies = match r.list(t, "trusted_proxies") {
-        Some((_, items)) => items
-            .iter()
-            .filter_map(|v| r.value_parse("trusted_proxies", v, values::ip_net))
-            .map(|g| g.value)
-            .collect(),
+        Some((_, items)) => {
+            items.iter().filter_map(|v| r.value_parse("trusted_proxies", v, values::ip_net)).map(|g| g.value).collect()
+        }
         None => Vec::new(),
     };
 
@@ -165,13 +155,9 @@ fn read_top(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Top {
         admin_listen: admin_listen.map(|g| g.value),
         public_url,
         public_url_failed,
-        prefix: r
-            .parse(t, "prefix", values::prefix)
-            .map_or_else(|| "/.whopgate".to_owned(), |g| g.value),
+        prefix: r.parse(t, "prefix", values::prefix).map_or_else(|| "/.whopgate".to_owned(), |g| g.value),
         trusted_proxies,
-        upstream_timeout: r
-            .duration(t, "upstream_timeout", true)
-            .unwrap_or(Duration::from_secs(30)),
+        upstream_timeout: r.duration(t, "upstream_timeout", true).unwrap_or(Duration::from_secs(30)),
         log_format: r
             .choice(t, "log_format", super::LogFormat::parse, &super::LogFormat::spellings())
             .unwrap_or_default(),
@@ -213,9 +199,7 @@ fn read_limits(r: &mut Reader<'_>, root: &Table<'_, '_>) -> Limits {
     t.check_unknown(r);
     let d = Limits::default();
     Limits {
-        header_read_timeout: r
-            .duration(&t, "header_read_timeout", true)
-            .unwrap_or(d.header_read_timeout),
+        header_read_timeout: r.duration(&t, "header_read_timeout", true).unwrap_or(d.header_read_timeout),
         max_header_bytes: r
             .int(
                 &t,
@@ -227,13 +211,7 @@ fn read_limits(r: &mut Reader<'_>, root: &Table<'_, '_>) -> Limits {
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(d.max_header_bytes),
         max_connections: r
-            .int(
-                &t,
-                "max_connections",
-                1,
-                i128::MAX,
-                "at least one connection must be allowed",
-            )
+            .int(&t, "max_connections", 1, i128::MAX, "at least one connection must be allowed")
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
             .unwrap_or(d.max_connections),
         drain_timeout: r.duration(&t, "drain_timeout", false).unwrap_or(d.drain_timeout),
@@ -266,25 +244,17 @@ fn read_whop(r: &mut Reader<'_>, root: &Table<'_, '_>) -> Whop {
     let api_key_raw = r.str(&t, "api_key");
     let api_key_failed = r.error_count() > before;
     let api_key_vars = api_key_raw.as_ref().map(|g| g.vars.clone()).unwrap_or_default();
-    let api_key = api_key_raw
-        .filter(|g| !g.value.is_empty())
-        .map(|g| Secret::new(g.value));
+    let api_key = api_key_raw.filter(|g| !g.value.is_empty()).map(|g| Secret::new(g.value));
 
     let before = r.error_count();
-    let app_id = r
-        .parse_opt(&t, "app_id", |s| values::prefixed_id(s, "app_", "an app id"))
-        .map(|g| g.value);
+    let app_id = r.parse_opt(&t, "app_id", |s| values::prefixed_id(s, "app_", "an app id")).map(|g| g.value);
     let app_id_failed = r.error_count() > before;
 
     let config = WhopConfig {
         api_key,
-        api_base: r
-            .parse(&t, "api_base", values::api_base)
-            .map_or(d.api_base, |g| g.value),
+        api_base: r.parse(&t, "api_base", values::api_base).map_or(d.api_base, |g| g.value),
         app_id,
-        api_version_date: r
-            .parse(&t, "api_version_date", values::api_date)
-            .map_or(d.api_version_date, |g| g.value),
+        api_version_date: r.parse(&t, "api_version_date", values::api_date).map_or(d.api_version_date, |g| g.value),
         timeout: r.duration(&t, "timeout", true).unwrap_or(d.timeout),
         rate_limit_per_minute: r
             .int(
@@ -296,9 +266,7 @@ fn read_whop(r: &mut Reader<'_>, root: &Table<'_, '_>) -> Whop {
             )
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(d.rate_limit_per_minute),
-        access_api: r
-            .choice(&t, "access_api", AccessApi::parse, &AccessApi::spellings())
-            .unwrap_or_default(),
+        access_api: r.choice(&t, "access_api", AccessApi::parse, &AccessApi::spellings()).unwrap_or_default(),
     };
     Whop {
         config,
@@ -323,11 +291,7 @@ struct Identity {
 impl Identity {
     /// Where a source was turned on: its entry in `sources`, or else `fallback`.
     fn source_span(&self, kind: SourceKind, fallback: Option<&Range<usize>>) -> Option<Range<usize>> {
-        self.source_spans
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, s)| s.clone())
-            .or_else(|| fallback.cloned())
+        self.source_spans.iter().find(|(k, _)| *k == kind).map(|(_, s)| s.clone()).or_else(|| fallback.cloned())
     }
 }
 
@@ -367,10 +331,8 @@ fn read_identity(r: &mut Reader<'_>, root: &Table<'_, '_>, whop: &WhopConfig) ->
                 if let Some(what) = missing_table {
                     r.error(
                         &got.span,
-                        Problem::new(format!(
-                            "`{kind}` is listed in `identity.sources` but its table is missing"
-                        ))
-                        .hint(format!("add {what}, or remove `{kind}` from the list")),
+                        Problem::new(format!("`{kind}` is listed in `identity.sources` but its table is missing"))
+                            .hint(format!("add {what}, or remove `{kind}` from the list")),
                     );
                 }
                 sources.push(kind);
@@ -379,10 +341,8 @@ fn read_identity(r: &mut Reader<'_>, root: &Table<'_, '_>, whop: &WhopConfig) ->
             if items.is_empty() {
                 r.error(
                     &span,
-                    Problem::new("`identity.sources` is empty: nobody could be identified").hint(format!(
-                        "list at least one of {}",
-                        values::quoted_list(&SourceKind::spellings())
-                    )),
+                    Problem::new("`identity.sources` is empty: nobody could be identified")
+                        .hint(format!("list at least one of {}", values::quoted_list(&SourceKind::spellings()))),
                 );
             }
             sources
@@ -407,13 +367,7 @@ fn read_identity(r: &mut Reader<'_>, root: &Table<'_, '_>, whop: &WhopConfig) ->
     let license_key = read_license_key(r, &license_t);
     let dev = dev_t.present().then(|| read_dev(r, &dev_t)).flatten();
     Identity {
-        config: IdentityConfig {
-            sources,
-            user_token,
-            session,
-            license_key,
-            dev,
-        },
+        config: IdentityConfig { sources, user_token, session, license_key, dev },
         source_spans,
         session_span: session_t.present().then(|| session_t.span.clone()),
     }
@@ -423,10 +377,8 @@ fn read_user_token(r: &mut Reader<'_>, t: &Table<'_, '_>, whop: &WhopConfig) -> 
     t.check_unknown(r);
     let d = UserTokenConfig::default();
     let jwks_url = if t.has("jwks_url") {
-        r.parse_opt(t, "jwks_url", |s| {
-            values::http_url(s, "https://api.whop.com/.well-known/jwks.json")
-        })
-        .map(|g| g.value)
+        r.parse_opt(t, "jwks_url", |s| values::http_url(s, "https://api.whop.com/.well-known/jwks.json"))
+            .map(|g| g.value)
     } else {
         // Follows api_base, so pointing the API at a local fake moves the JWKS with it.
         Uri::from_str(&join_base(&whop.api_base, "/.well-known/jwks.json")).ok()
@@ -455,20 +407,14 @@ fn empty_var_note(vars: &[String]) -> String {
         [one] => format!(" (it comes from `${{{one}}}`, which is empty)"),
         many => format!(
             " (it comes from {}, which are empty)",
-            many.iter()
-                .map(|v| format!("`${{{v}}}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            many.iter().map(|v| format!("`${{{v}}}`")).collect::<Vec<_>>().join(", ")
         ),
     }
 }
 
 /// A required key missing from its table: reported at the table's header.
 fn missing(r: &mut Reader<'_>, t: &Table<'_, '_>, key: &str, hint: &str) {
-    r.error(
-        &t.span,
-        Problem::new(format!("{} needs `{key}`", schema::label(t.path))).hint(hint.to_owned()),
-    );
+    r.error(&t.span, Problem::new(format!("{} needs `{key}`", schema::label(t.path))).hint(hint.to_owned()));
 }
 
 /// A cookie secret, checked for length; `what` names it in messages (never its value).
@@ -481,11 +427,7 @@ fn cookie_secret(r: &mut Reader<'_>, what: &str, got: Got<String>) -> Option<Sec
         &got.span,
         Problem::new(format!(
             "{what} is {len} bytes long; it must be at least {MIN_COOKIE_SECRET}{}",
-            if len == 0 {
-                empty_var_note(&got.vars)
-            } else {
-                String::new()
-            }
+            if len == 0 { empty_var_note(&got.vars) } else { String::new() }
         ))
         .hint("generate one with `openssl rand -base64 48`"),
     );
@@ -495,28 +437,14 @@ fn cookie_secret(r: &mut Reader<'_>, what: &str, got: Got<String>) -> Option<Sec
 fn read_session(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<SessionConfig> {
     t.check_unknown(r);
     if !t.has("client_id") {
-        missing(
-            r,
-            t,
-            "client_id",
-            "the OAuth client id is your app's id: `client_id = \"app_…\"`",
-        );
+        missing(r, t, "client_id", "the OAuth client id is your app's id: `client_id = \"app_…\"`");
     }
-    let client_id = r
-        .parse(t, "client_id", |s| values::prefixed_id(s, "app_", "an app id"))
-        .map(|g| g.value);
+    let client_id = r.parse(t, "client_id", |s| values::prefixed_id(s, "app_", "an app id")).map(|g| g.value);
     let client_secret = r.secret(t, "client_secret").map(|g| g.value);
     if !t.has("cookie_secret") {
-        missing(
-            r,
-            t,
-            "cookie_secret",
-            "add `cookie_secret = \"${WHOPGATE_COOKIE_SECRET}\"`, at least 32 random bytes",
-        );
+        missing(r, t, "cookie_secret", "add `cookie_secret = \"${WHOPGATE_COOKIE_SECRET}\"`, at least 32 random bytes");
     }
-    let cookie = r
-        .str(t, "cookie_secret")
-        .and_then(|g| cookie_secret(r, "`identity.session.cookie_secret`", g));
+    let cookie = r.str(t, "cookie_secret").and_then(|g| cookie_secret(r, "`identity.session.cookie_secret`", g));
     let previous_cookie_secrets = match r.list(t, "previous_cookie_secrets") {
         Some((_, items)) => items
             .iter()
@@ -553,12 +481,9 @@ fn read_session(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<SessionConfig> 
             .collect(),
         None => Vec::new(),
     };
-    let cookie_name = r
-        .parse(t, "cookie_name", values::cookie_name)
-        .map_or_else(|| "__Host-whopgate".to_owned(), |g| g.value);
-    let lifetime = r
-        .duration(t, "lifetime", true)
-        .unwrap_or(Duration::from_secs(7 * 86_400));
+    let cookie_name =
+        r.parse(t, "cookie_name", values::cookie_name).map_or_else(|| "__Host-whopgate".to_owned(), |g| g.value);
+    let lifetime = r.duration(t, "lifetime", true).unwrap_or(Duration::from_secs(7 * 86_400));
     Some(SessionConfig {
         client_id: client_id?,
         client_secret,
@@ -609,23 +534,12 @@ fn read_license_key(r: &mut Reader<'_>, t: &Table<'_, '_>) -> LicenseKeyConfig {
 fn read_dev(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<DevConfig> {
     t.check_unknown(r);
     if !t.has("user_id") {
-        missing(
-            r,
-            t,
-            "user_id",
-            "write the Whop user id to act as, e.g. `user_id = \"user_dev\"`",
-        );
+        missing(r, t, "user_id", "write the Whop user id to act as, e.g. `user_id = \"user_dev\"`");
     }
-    let user_id = r
-        .parse(t, "user_id", |s| values::prefixed_id(s, "user_", "a user id"))
-        .map(|g| g.value);
-    let access_level = r
-        .choice(t, "access_level", AccessLevel::parse, &AccessLevel::spellings())
-        .unwrap_or(AccessLevel::Admin);
-    Some(DevConfig {
-        user_id: user_id?,
-        access_level,
-    })
+    let user_id = r.parse(t, "user_id", |s| values::prefixed_id(s, "user_", "a user id")).map(|g| g.value);
+    let access_level =
+        r.choice(t, "access_level", AccessLevel::parse, &AccessLevel::spellings()).unwrap_or(AccessLevel::Admin);
+    Some(DevConfig { user_id: user_id?, access_level })
 }
 
 fn read_cache(r: &mut Reader<'_>, root: &Table<'_, '_>) -> CacheConfig {
@@ -637,19 +551,11 @@ fn read_cache(r: &mut Reader<'_>, root: &Table<'_, '_>) -> CacheConfig {
         negative_ttl: r.duration(&t, "negative_ttl", false).unwrap_or(d.negative_ttl),
         stale_if_error: r.duration(&t, "stale_if_error", false).unwrap_or(d.stale_if_error),
         max_entries: r
-            .int(
-                &t,
-                "max_entries",
-                1,
-                i128::MAX,
-                "the cache needs room for at least one decision",
-            )
+            .int(&t, "max_entries", 1, i128::MAX, "the cache needs room for at least one decision")
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(d.max_entries),
         redis_url: r.parse_opt(&t, "redis_url", values::redis_url).map(|g| g.value),
-        revalidate_streams: r
-            .duration(&t, "revalidate_streams", true)
-            .unwrap_or(d.revalidate_streams),
+        revalidate_streams: r.duration(&t, "revalidate_streams", true).unwrap_or(d.revalidate_streams),
     }
 }
 
@@ -670,10 +576,7 @@ fn read_mirror(r: &mut Reader<'_>, root: &Table<'_, '_>) -> Mirror {
         max_staleness: r.duration(&t, "max_staleness", true).unwrap_or(d.max_staleness),
     };
     if config.enabled && config.max_staleness < config.interval {
-        let span = t
-            .get("max_staleness")
-            .or_else(|| t.get("interval"))
-            .map_or_else(|| t.span.clone(), Value::span);
+        let span = t.get("max_staleness").or_else(|| t.get("interval")).map_or_else(|| t.span.clone(), Value::span);
         r.error(
             &span,
             Problem::new(format!(
@@ -684,10 +587,7 @@ fn read_mirror(r: &mut Reader<'_>, root: &Table<'_, '_>) -> Mirror {
             .hint("make `max_staleness` at least the interval, e.g. four times it"),
         );
     }
-    Mirror {
-        enabled_span: t.get("enabled").map(Value::span),
-        config,
-    }
+    Mirror { enabled_span: t.get("enabled").map(Value::span), config }
 }
 
 fn read_webhook(r: &mut Reader<'_>, root: &Table<'_, '_>) -> WebhookConfig {
@@ -734,10 +634,7 @@ fn read_routes(r: &mut Reader<'_>, root: &Table<'_, '_>) -> Vec<RouteDraft> {
         }
     };
     if items.is_empty() {
-        r.error(
-            &value.span(),
-            Problem::new("the config has no [[route]] rule").hint(NO_ROUTE),
-        );
+        r.error(&value.span(), Problem::new("the config has no [[route]] rule").hint(NO_ROUTE));
     }
     let mut routes = Vec::new();
     for item in items {
@@ -796,10 +693,7 @@ fn read_route(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<RouteDraft> {
     let mut pair_readable = t.has("require") == require_list.is_some();
     if let Some((_, items)) = require_list {
         require_written = items.len();
-        for got in items
-            .iter()
-            .filter_map(|v| r.value_parse("require", v, values::resource_id))
-        {
+        for got in items.iter().filter_map(|v| r.value_parse("require", v, values::resource_id)) {
             if !require.contains(&got.value) {
                 require.push(got.value.clone());
                 require_spans.push((got.value, got.span));
@@ -827,19 +721,11 @@ fn read_route(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<RouteDraft> {
     }
 
     let host = r.parse_opt(t, "host", values::host_pattern).map(|g| g.value);
-    let access_level = r
-        .choice(t, "access_level", AccessLevel::parse, &AccessLevel::spellings())
-        .unwrap_or_default();
-    let mode = r
-        .choice(t, "mode", RouteMode::parse, &RouteMode::spellings())
-        .unwrap_or_default();
-    let on_whop_error = r
-        .choice(t, "on_whop_error", OnWhopError::parse, &OnWhopError::spellings())
-        .unwrap_or_default();
+    let access_level = r.choice(t, "access_level", AccessLevel::parse, &AccessLevel::spellings()).unwrap_or_default();
+    let mode = r.choice(t, "mode", RouteMode::parse, &RouteMode::spellings()).unwrap_or_default();
+    let on_whop_error = r.choice(t, "on_whop_error", OnWhopError::parse, &OnWhopError::spellings()).unwrap_or_default();
     let checkout_url = r
-        .parse_opt(t, "checkout_url", |s| {
-            values::http_url(s, "https://whop.com/checkout/plan_xxxxxxxxxxxxxx")
-        })
+        .parse_opt(t, "checkout_url", |s| values::http_url(s, "https://whop.com/checkout/plan_xxxxxxxxxxxxxx"))
         .map(|g| g.value);
     let (line, column) = r.position(&t.span);
     // Only now give up on a route without a usable path: every other key has been checked.
@@ -869,9 +755,7 @@ fn check_public_url(r: &mut Reader<'_>, top: &Top, identity: &Identity) {
     if !identity.config.has(SourceKind::Session) || top.public_url.is_some() || top.public_url_failed {
         return;
     }
-    let span = identity
-        .source_span(SourceKind::Session, identity.session_span.as_ref())
-        .unwrap_or(0..0);
+    let span = identity.source_span(SourceKind::Session, identity.session_span.as_ref()).unwrap_or(0..0);
     r.error(
         &span,
         Problem::new(
@@ -888,9 +772,7 @@ fn check_app_id(r: &mut Reader<'_>, whop: &Whop, identity: &Identity) {
     }
     // The `user_token` entry if sources are listed, else the empty `app_id`, else [whop].
     let fallback = whop.app_id_span.clone().or_else(|| whop.span.clone());
-    let span = identity
-        .source_span(SourceKind::UserToken, fallback.as_ref())
-        .unwrap_or(0..0);
+    let span = identity.source_span(SourceKind::UserToken, fallback.as_ref()).unwrap_or(0..0);
     r.error(
         &span,
         Problem::new("`whop.app_id` is required when the `user_token` identity source is on: user tokens must name your app as `aud`")
@@ -908,22 +790,13 @@ fn check_api_key(r: &mut Reader<'_>, whop: &Whop, identity: &Identity, mirror: &
     let gated = routes.iter().find(|d| !d.config.require.is_empty());
     let (reason, fallback) = if let (Some(route), false) = (gated, dev_only) {
         (
-            format!(
-                "route `{}` requires Whop resources, and access is checked with the Whop API",
-                route.config.path
-            ),
+            format!("route `{}` requires Whop resources, and access is checked with the Whop API", route.config.path),
             Some(route.header.clone()),
         )
     } else if identity.config.has(SourceKind::LicenseKey) {
-        (
-            "license keys are looked up with the Whop API".to_owned(),
-            identity.source_span(SourceKind::LicenseKey, None),
-        )
+        ("license keys are looked up with the Whop API".to_owned(), identity.source_span(SourceKind::LicenseKey, None))
     } else if mirror.config.enabled {
-        (
-            "the mirror syncs memberships from the Whop API".to_owned(),
-            mirror.enabled_span.clone(),
-        )
+        ("the mirror syncs memberships from the Whop API".to_owned(), mirror.enabled_span.clone())
     } else {
         return;
     };
@@ -1062,12 +935,7 @@ mod tests {
         assert_eq!(c.identity.sources, [SourceKind::UserToken]);
         assert_eq!(c.identity.user_token.header, "x-whop-user-token");
         assert_eq!(
-            c.identity
-                .user_token
-                .jwks_url
-                .as_ref()
-                .map(ToString::to_string)
-                .as_deref(),
+            c.identity.user_token.jwks_url.as_ref().map(ToString::to_string).as_deref(),
             Some("https://api.whop.com/.well-known/jwks.json")
         );
         assert!(c.identity.user_token.public_keys.is_empty());
@@ -1114,25 +982,13 @@ mod tests {
         let text = include_str!("../../config.example.toml");
         let c = load_ok(text);
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(
-            c.upstream.as_ref().map(ToString::to_string).as_deref(),
-            Some("http://127.0.0.1:3000/")
-        );
+        assert_eq!(c.upstream.as_ref().map(ToString::to_string).as_deref(), Some("http://127.0.0.1:3000/"));
         assert_eq!(c.admin_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9091"));
-        assert_eq!(
-            c.public_url.as_ref().map(ToString::to_string).as_deref(),
-            Some("https://app.example.com/")
-        );
+        assert_eq!(c.public_url.as_ref().map(ToString::to_string).as_deref(), Some("https://app.example.com/"));
         assert_eq!(c.whop.api_key.as_ref().map(Secret::expose), Some("apik_from_env"));
-        assert_eq!(
-            c.identity.sources,
-            [SourceKind::UserToken, SourceKind::Session, SourceKind::LicenseKey]
-        );
+        assert_eq!(c.identity.sources, [SourceKind::UserToken, SourceKind::Session, SourceKind::LicenseKey]);
         let session = c.identity.session.as_ref();
-        assert_eq!(
-            session.and_then(|s| s.client_secret.as_ref()).map(Secret::expose),
-            Some("client-secret-from-env")
-        );
+        assert_eq!(session.and_then(|s| s.client_secret.as_ref()).map(Secret::expose), Some("client-secret-from-env"));
         assert_eq!(session.map(|s| s.cookie_secret.len()), Some(48));
         assert_eq!(session.map(|s| s.cookie_name.as_str()), Some("__Host-whopgate"));
         assert_eq!(session.map(|s| s.lifetime), Some(Duration::from_secs(7 * 86_400)));
@@ -1140,10 +996,7 @@ mod tests {
             c.identity.dev.as_ref().map(|d| (d.user_id.as_str(), d.access_level)),
             Some(("user_dev", AccessLevel::Admin))
         );
-        assert_eq!(
-            c.webhook.secret.as_ref().map(Secret::expose),
-            Some("ws_webhooksecretvalue")
-        );
+        assert_eq!(c.webhook.secret.as_ref().map(Secret::expose), Some("ws_webhooksecretvalue"));
         assert!(c.webhook.legacy_secret.is_none());
         let paths: Vec<&str> = c.routes.iter().map(|r| r.path.as_str()).collect();
         assert_eq!(paths, ["/assets", "/admin", "/api", "/"]);
@@ -1155,10 +1008,7 @@ mod tests {
             c.routes[3].checkout_url.as_ref().map(ToString::to_string).as_deref(),
             Some("https://whop.com/checkout/plan_xxxxxxxxxxxxxx")
         );
-        assert_eq!(
-            c.resources(),
-            ["biz_xxxxxxxxxxxxxx", "prod_aaaaaaaaaaaaaa", "prod_bbbbbbbbbbbbbb"]
-        );
+        assert_eq!(c.resources(), ["biz_xxxxxxxxxxxxxx", "prod_aaaaaaaaaaaaaa", "prod_bbbbbbbbbbbbbb"]);
         let (line, _) = position_of(text, "[[route]]\npath = \"/admin\"");
         assert_eq!(c.routes[1].line, line);
     }
@@ -1170,16 +1020,8 @@ mod tests {
             Ok(_) => panic!("loaded without its variables"),
             Err(e) => e.to_string(),
         };
-        for var in [
-            "WHOP_API_KEY",
-            "WHOP_CLIENT_SECRET",
-            "WHOPGATE_COOKIE_SECRET",
-            "WHOP_WEBHOOK_SECRET",
-        ] {
-            assert!(
-                errors.contains(&format!("environment variable `{var}` is not set")),
-                "{var}: {errors}"
-            );
+        for var in ["WHOP_API_KEY", "WHOP_CLIENT_SECRET", "WHOPGATE_COOKIE_SECRET", "WHOP_WEBHOOK_SECRET"] {
+            assert!(errors.contains(&format!("environment variable `{var}` is not set")), "{var}: {errors}");
         }
     }
 
@@ -1277,15 +1119,9 @@ checkout_url = "https://whop.com/checkout/plan_x"
         let c = load_ok(&text);
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
         assert!(!c.dev_identity_allowed());
-        assert_eq!(
-            c.upstream.as_ref().map(ToString::to_string).as_deref(),
-            Some("http://app.internal:3000/")
-        );
+        assert_eq!(c.upstream.as_ref().map(ToString::to_string).as_deref(), Some("http://app.internal:3000/"));
         assert!(c.admin_listen.is_none());
-        assert_eq!(
-            c.public_url.as_ref().map(ToString::to_string).as_deref(),
-            Some("http://localhost:9000/")
-        );
+        assert_eq!(c.public_url.as_ref().map(ToString::to_string).as_deref(), Some("http://localhost:9000/"));
         assert_eq!(c.prefix, "/_gate");
         let proxies: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
         assert_eq!(proxies, ["10.0.0.0/8", "192.168.1.10/32", "::1/128"]);
@@ -1303,21 +1139,14 @@ checkout_url = "https://whop.com/checkout/plan_x"
         assert_eq!(c.whop.access_api, AccessApi::Members);
         assert_eq!(
             c.identity.sources,
-            [
-                SourceKind::Dev,
-                SourceKind::LicenseKey,
-                SourceKind::Session,
-                SourceKind::UserToken
-            ]
+            [SourceKind::Dev, SourceKind::LicenseKey, SourceKind::Session, SourceKind::UserToken]
         );
         let ut = &c.identity.user_token;
         assert_eq!(ut.header, "x-token");
         assert!(ut.jwks_url.is_none());
         assert_eq!(ut.public_keys.len(), 1);
         assert_eq!((ut.leeway, ut.accept_query_param), (Duration::ZERO, true));
-        let Some(s) = &c.identity.session else {
-            panic!("no session")
-        };
+        let Some(s) = &c.identity.session else { panic!("no session") };
         assert_eq!(s.client_id, "app_abc");
         assert!(s.client_secret.is_none());
         assert_eq!(s.previous_cookie_secrets.len(), 2);
@@ -1330,15 +1159,9 @@ checkout_url = "https://whop.com/checkout/plan_x"
         assert!(lk.bearer);
         assert_eq!(lk.valid_statuses.len(), 9, "duplicates are dropped");
         assert_eq!(lk.valid_statuses[0], MembershipStatus::Active);
-        assert_eq!(
-            c.identity.dev.as_ref().map(|d| d.access_level),
-            Some(AccessLevel::Customer)
-        );
+        assert_eq!(c.identity.dev.as_ref().map(|d| d.access_level), Some(AccessLevel::Customer));
         assert_eq!(c.cache.ttl, Duration::from_secs(1));
-        assert_eq!(
-            (c.cache.negative_ttl, c.cache.stale_if_error),
-            (Duration::ZERO, Duration::ZERO)
-        );
+        assert_eq!((c.cache.negative_ttl, c.cache.stale_if_error), (Duration::ZERO, Duration::ZERO));
         assert_eq!(c.cache.max_entries, 1);
         assert_eq!(c.cache.redis_url.as_deref(), Some("rediss://:pw@cache:6380/0"));
         assert!(c.mirror.enabled);
@@ -1348,11 +1171,7 @@ checkout_url = "https://whop.com/checkout/plan_x"
         assert_eq!(r.path, "/Team");
         assert_eq!(
             r.methods,
-            Some(vec![
-                Method::GET,
-                Method::DELETE,
-                Method::from_bytes(b"PROPFIND").unwrap_or(Method::GET)
-            ])
+            Some(vec![Method::GET, Method::DELETE, Method::from_bytes(b"PROPFIND").unwrap_or(Method::GET)])
         );
         assert_eq!(r.host.as_deref(), Some("admin.example.com"));
         assert_eq!(r.require, ["biz_a", "biz_b"]);
@@ -1371,30 +1190,20 @@ checkout_url = "https://whop.com/checkout/plan_x"
         }
         for mode in RouteMode::ALL {
             assert_eq!(
-                load_ok(&route(&format!(
-                    "path = \"/\"\nrequire = [\"prod_a\"]\nmode = \"{mode}\""
-                )))
-                .routes[0]
-                    .mode,
+                load_ok(&route(&format!("path = \"/\"\nrequire = [\"prod_a\"]\nmode = \"{mode}\""))).routes[0].mode,
                 *mode
             );
         }
         for level in AccessLevel::ALL {
-            let c = load_ok(&route(&format!(
-                "path = \"/\"\nrequire = [\"prod_a\"]\naccess_level = \"{level}\""
-            )));
+            let c = load_ok(&route(&format!("path = \"/\"\nrequire = [\"prod_a\"]\naccess_level = \"{level}\"")));
             assert_eq!(c.routes[0].access_level, *level);
         }
         for choice in OnWhopError::ALL {
-            let c = load_ok(&route(&format!(
-                "path = \"/\"\nrequire = [\"prod_a\"]\non_whop_error = \"{choice}\""
-            )));
+            let c = load_ok(&route(&format!("path = \"/\"\nrequire = [\"prod_a\"]\non_whop_error = \"{choice}\"")));
             assert_eq!(c.routes[0].on_whop_error, *choice);
         }
         for status in MembershipStatus::ALL {
-            let c = load_ok(&table(&format!(
-                "[identity.license_key]\nvalid_statuses = [\"{status}\"]"
-            )));
+            let c = load_ok(&table(&format!("[identity.license_key]\nvalid_statuses = [\"{status}\"]")));
             assert_eq!(c.identity.license_key.valid_statuses, [*status]);
         }
     }
@@ -1593,11 +1402,7 @@ checkout_url = "https://whop.com/checkout/plan_x"
             "f.toml:4:1: error: the config has no [[route]] rule; add at least one [[route]]; a request that matches no rule is denied"
         );
         let empty = load_err("");
-        assert!(
-            empty
-                .iter()
-                .any(|e| e.message.contains("no [[route]]") && (e.line, e.column) == (1, 1))
-        );
+        assert!(empty.iter().any(|e| e.message.contains("no [[route]]") && (e.line, e.column) == (1, 1)));
     }
 
     #[test]
@@ -1632,10 +1437,7 @@ path = "/"
                 "f.toml:16:1: error: this route neither requires anything nor is public; add `require = [\"prod_…\"]` or `public = true`",
             ]
         );
-        let all = Config::from_toml_with_env(text, "f.toml", &env)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let all = Config::from_toml_with_env(text, "f.toml", &env).err().map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(all.lines().count(), 5);
     }
 
@@ -1646,10 +1448,7 @@ path = "/"
         let shown: Vec<String> = load_err(&text).iter().map(ToString::to_string).collect();
         assert_eq!(shown.len(), 4, "{shown:#?}");
         assert!(shown[0].contains("`path`") && shown[1].contains("`mode`"), "{shown:#?}");
-        assert!(
-            shown[2].contains("`host`") && shown[3].contains("`checkout_url`"),
-            "{shown:#?}"
-        );
+        assert!(shown[2].contains("`host`") && shown[3].contains("`checkout_url`"), "{shown:#?}");
     }
 
     #[test]
@@ -1658,10 +1457,7 @@ path = "/"
         let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(shown.len(), 2, "{shown:?}");
         assert!(shown[0].contains("neither requires anything"), "{shown:?}");
-        assert!(
-            shown[1].contains("unknown key `requires` in [[route]]; did you mean `require`?"),
-            "{shown:?}"
-        );
+        assert!(shown[1].contains("unknown key `requires` in [[route]]; did you mean `require`?"), "{shown:?}");
     }
 
     #[test]
@@ -1700,10 +1496,7 @@ require = ["${PRODUCT}", "prod_b"]
         assert_eq!(c.routes[0].require, ["prod_fromenv", "prod_b"]);
         assert_eq!(c.resources(), ["prod_fromenv", "prod_b"]);
         // Substituted after parsing: quotes, newlines and `${` in a value change nothing else.
-        assert_eq!(
-            c.webhook.secret.as_ref().map(Secret::expose),
-            Some("a\"b'c\n[whop]\n#d = ${YES}")
-        );
+        assert_eq!(c.webhook.secret.as_ref().map(Secret::expose), Some("a\"b'c\n[whop]\n#d = ${YES}"));
     }
 
     #[test]
@@ -1738,18 +1531,10 @@ require = ["${PRODUCT}", "prod_b"]
     fn secrets_never_appear_in_errors_or_debug_output() {
         // A short cookie secret from the environment and one written inline.
         let text = "public_url = \"https://a.example\"\n[whop]\napi_key = \"${WHOP_API_KEY}\"\napp_id = \"app_x\"\n[identity.session]\nclient_id = \"app_x\"\ncookie_secret = \"${SHORT}\"\nprevious_cookie_secrets = [\"inline-hunter3\"]\n[webhook]\nsecret = 12\n[cache]\nredis_url = \"http://:hunter4@cache\"\n";
-        let all = Config::from_toml_with_env(text, "f.toml", &env)
-            .err()
-            .map(|e| format!("{e}\n{e:?}"))
-            .unwrap_or_default();
-        assert!(
-            all.contains("`identity.session.cookie_secret` is 7 bytes long"),
-            "{all}"
-        );
-        assert!(
-            all.contains("an entry of `identity.session.previous_cookie_secrets` is 14 bytes long"),
-            "{all}"
-        );
+        let all =
+            Config::from_toml_with_env(text, "f.toml", &env).err().map(|e| format!("{e}\n{e:?}")).unwrap_or_default();
+        assert!(all.contains("`identity.session.cookie_secret` is 7 bytes long"), "{all}");
+        assert!(all.contains("an entry of `identity.session.previous_cookie_secrets` is 14 bytes long"), "{all}");
         for secret in ["hunter2", "hunter3", "hunter4", "apik_from_env"] {
             assert!(!all.contains(secret), "`{secret}` leaked:\n{all}");
         }
@@ -1757,12 +1542,7 @@ require = ["${PRODUCT}", "prod_b"]
         let text = include_str!("../../config.example.toml");
         let c = load_ok(text);
         let debug = format!("{c:?}");
-        for secret in [
-            "apik_from_env",
-            "client-secret-from-env",
-            &"c".repeat(48),
-            "ws_webhooksecretvalue",
-        ] {
+        for secret in ["apik_from_env", "client-secret-from-env", &"c".repeat(48), "ws_webhooksecretvalue"] {
             assert!(!debug.contains(secret), "`{secret}` leaked in Debug");
         }
         assert!(debug.contains("Secret(***)"));
@@ -1777,17 +1557,9 @@ require = ["${PRODUCT}", "prod_b"]
         let c = load_ok(&text);
         assert_eq!(
             c.identity.sources,
-            [
-                SourceKind::UserToken,
-                SourceKind::Session,
-                SourceKind::LicenseKey,
-                SourceKind::Dev
-            ]
+            [SourceKind::UserToken, SourceKind::Session, SourceKind::LicenseKey, SourceKind::Dev]
         );
-        assert_eq!(
-            c.identity.dev.as_ref().map(|d| d.access_level),
-            Some(AccessLevel::Admin)
-        );
+        assert_eq!(c.identity.dev.as_ref().map(|d| d.access_level), Some(AccessLevel::Admin));
     }
 
     #[test]
@@ -1795,24 +1567,12 @@ require = ["${PRODUCT}", "prod_b"]
         let c = load_ok(&whop("api_base = \"http://127.0.0.1:9999/whop/\""));
         assert_eq!(c.whop.api_base.to_string(), "http://127.0.0.1:9999/whop");
         assert_eq!(
-            c.identity
-                .user_token
-                .jwks_url
-                .as_ref()
-                .map(ToString::to_string)
-                .as_deref(),
+            c.identity.user_token.jwks_url.as_ref().map(ToString::to_string).as_deref(),
             Some("http://127.0.0.1:9999/whop/.well-known/jwks.json")
         );
-        let c = load_ok(&table(
-            "[identity.user_token]\njwks_url = \"https://keys.example/jwks\"",
-        ));
+        let c = load_ok(&table("[identity.user_token]\njwks_url = \"https://keys.example/jwks\""));
         assert_eq!(
-            c.identity
-                .user_token
-                .jwks_url
-                .as_ref()
-                .map(ToString::to_string)
-                .as_deref(),
+            c.identity.user_token.jwks_url.as_ref().map(ToString::to_string).as_deref(),
             Some("https://keys.example/jwks")
         );
         let c = load_ok(&table("[identity.user_token]\njwks_url = \"\""));
@@ -1837,17 +1597,10 @@ require = ["${PRODUCT}", "prod_b"]
         let with_license = public_only.replace("[whop]", "[identity]\nsources = [\"license_key\"]\n[whop]");
         let e = load_err(&with_license);
         assert_eq!(e.len(), 1);
-        assert!(
-            e[0].message.contains("license keys are looked up with the Whop API"),
-            "{}",
-            e[0]
-        );
+        assert!(e[0].message.contains("license keys are looked up with the Whop API"), "{}", e[0]);
         let with_mirror = format!("{public_only}\n[mirror]\nenabled = true\n");
         let e = load_err(&with_mirror);
-        assert!(
-            e.len() == 1 && e[0].message.contains("the mirror syncs memberships"),
-            "{e:?}"
-        );
+        assert!(e.len() == 1 && e[0].message.contains("the mirror syncs memberships"), "{e:?}");
     }
 
     #[test]

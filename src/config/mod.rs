@@ -368,11 +368,7 @@ pub struct MirrorConfig {
 
 impl Default for MirrorConfig {
     fn default() -> Self {
-        MirrorConfig {
-            enabled: false,
-            interval: Duration::from_secs(900),
-            max_staleness: Duration::from_secs(3_600),
-        }
+        MirrorConfig { enabled: false, interval: Duration::from_secs(900), max_staleness: Duration::from_secs(3_600) }
     }
 }
 
@@ -495,12 +491,7 @@ mod tests {
         assert!(identity.has(SourceKind::UserToken) && !identity.has(SourceKind::Dev));
         assert_eq!(identity.user_token.header, "x-whop-user-token");
         assert_eq!(
-            identity
-                .user_token
-                .jwks_url
-                .as_ref()
-                .map(ToString::to_string)
-                .as_deref(),
+            identity.user_token.jwks_url.as_ref().map(ToString::to_string).as_deref(),
             Some("https://api.whop.com/.well-known/jwks.json")
         );
         assert_eq!(identity.user_token.leeway, Duration::from_secs(30));
@@ -511,28 +502,15 @@ mod tests {
 
         let cache = CacheConfig::default();
         assert_eq!(
-            (
-                cache.ttl,
-                cache.negative_ttl,
-                cache.stale_if_error,
-                cache.revalidate_streams
-            ),
-            (
-                Duration::from_secs(60),
-                Duration::from_secs(10),
-                Duration::from_secs(300),
-                Duration::from_secs(60)
-            )
+            (cache.ttl, cache.negative_ttl, cache.stale_if_error, cache.revalidate_streams),
+            (Duration::from_secs(60), Duration::from_secs(10), Duration::from_secs(300), Duration::from_secs(60))
         );
         assert_eq!(cache.max_entries, 100_000);
         assert!(cache.redis_url.is_none());
 
         let mirror = MirrorConfig::default();
         assert!(!mirror.enabled);
-        assert_eq!(
-            (mirror.interval, mirror.max_staleness),
-            (Duration::from_secs(900), Duration::from_secs(3_600))
-        );
+        assert_eq!((mirror.interval, mirror.max_staleness), (Duration::from_secs(900), Duration::from_secs(3_600)));
 
         let webhook = WebhookConfig::default();
         assert!(webhook.secret.is_none() && webhook.legacy_secret.is_none());
@@ -548,10 +526,7 @@ mod tests {
 
     #[test]
     fn cache_debug_hides_the_redis_password() {
-        let cache = CacheConfig {
-            redis_url: Some("redis://:hunter2@cache:6379/0".into()),
-            ..CacheConfig::default()
-        };
+        let cache = CacheConfig { redis_url: Some("redis://:hunter2@cache:6379/0".into()), ..CacheConfig::default() };
         let text = format!("{cache:?}");
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("redis://***@cache:6379/0"), "{text}");
@@ -565,10 +540,6 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!((errors[0].line, errors[0].column), (0, 0));
         assert_eq!(errors[0].file, "/nonexistent/whopgate-test/whopgate.toml");
-        assert!(
-            errors[0]
-                .to_string()
-                .starts_with("/nonexistent/whopgate-test/whopgate.toml: error: cannot read")
-        );
+        assert!(errors[0].to_string().starts_with("/nonexistent/whopgate-test/whopgate.toml: error: cannot read"));
     }
 }

@@ -39,22 +39,10 @@ pub(crate) mod schema {
         "route",
     ];
     /// `[limits]`.
-    pub const LIMITS: &[&str] = &[
-        "header_read_timeout",
-        "max_header_bytes",
-        "max_connections",
-        "drain_timeout",
-    ];
+    pub const LIMITS: &[&str] = &["header_read_timeout", "max_header_bytes", "max_connections", "drain_timeout"];
     /// `[whop]`.
-    pub const WHOP: &[&str] = &[
-        "api_key",
-        "api_base",
-        "app_id",
-        "api_version_date",
-        "timeout",
-        "rate_limit_per_minute",
-        "access_api",
-    ];
+    pub const WHOP: &[&str] =
+        &["api_key", "api_base", "app_id", "api_version_date", "timeout", "rate_limit_per_minute", "access_api"];
     /// `[identity]`.
     pub const IDENTITY: &[&str] = &["sources", "user_token", "session", "license_key", "dev"];
     /// `[identity.user_token]`.
@@ -75,30 +63,15 @@ pub(crate) mod schema {
     /// `[identity.dev]`.
     pub const DEV: &[&str] = &["user_id", "access_level"];
     /// `[cache]`.
-    pub const CACHE: &[&str] = &[
-        "ttl",
-        "negative_ttl",
-        "stale_if_error",
-        "max_entries",
-        "redis_url",
-        "revalidate_streams",
-    ];
+    pub const CACHE: &[&str] =
+        &["ttl", "negative_ttl", "stale_if_error", "max_entries", "redis_url", "revalidate_streams"];
     /// `[mirror]`.
     pub const MIRROR: &[&str] = &["enabled", "interval", "max_staleness"];
     /// `[webhook]`.
     pub const WEBHOOK: &[&str] = &["secret", "legacy_secret"];
     /// `[[route]]`.
-    pub const ROUTE: &[&str] = &[
-        "path",
-        "methods",
-        "host",
-        "public",
-        "require",
-        "access_level",
-        "mode",
-        "on_whop_error",
-        "checkout_url",
-    ];
+    pub const ROUTE: &[&str] =
+        &["path", "methods", "host", "public", "require", "access_level", "mode", "on_whop_error", "checkout_url"];
 
     /// Every table, for "this key belongs in [x]" hints.
     pub const ALL: &[(&str, &[&str])] = &[
@@ -136,11 +109,7 @@ pub(crate) struct Got<T> {
 
 impl<T> Got<T> {
     fn map<U>(self, f: impl FnOnce(T) -> U) -> Got<U> {
-        Got {
-            value: f(self.value),
-            span: self.span,
-            vars: self.vars,
-        }
+        Got { value: f(self.value), span: self.span, vars: self.vars }
     }
 }
 
@@ -157,22 +126,12 @@ pub(crate) struct Table<'t, 'i> {
 impl<'t, 'i> Table<'t, 'i> {
     /// The document itself.
     pub fn root(doc: &'t Spanned<DeTable<'i>>) -> Self {
-        Table {
-            entries: Some(doc.get_ref()),
-            span: 0..0,
-            path: "",
-            known: schema::TOP,
-        }
+        Table { entries: Some(doc.get_ref()), span: 0..0, path: "", known: schema::TOP }
     }
 
     /// A `[[route]]` entry.
     pub fn route(entries: &'t DeTable<'i>, span: Range<usize>) -> Self {
-        Table {
-            entries: Some(entries),
-            span,
-            path: "route",
-            known: schema::ROUTE,
-        }
+        Table { entries: Some(entries), span, path: "route", known: schema::ROUTE }
     }
 
     /// True when the table is written in the file.
@@ -182,11 +141,7 @@ impl<'t, 'i> Table<'t, 'i> {
 
     /// The value of `key`, if written.
     pub fn get(&self, key: &str) -> Option<&'t Value<'i>> {
-        debug_assert!(
-            self.known.contains(&key),
-            "`{key}` is not in the schema of [{}]",
-            self.path
-        );
+        debug_assert!(self.known.contains(&key), "`{key}` is not in the schema of [{}]", self.path);
         self.entries?.get(key)
     }
 
@@ -210,12 +165,7 @@ impl<'t, 'i> Table<'t, 'i> {
 
     /// The sub-table `key` (absent when not written; a non-table value is reported).
     pub fn table(&self, r: &mut Reader<'_>, key: &str, path: &'static str, known: &'static [&'static str]) -> Self {
-        let mut table = Table {
-            entries: None,
-            span: self.span.clone(),
-            path,
-            known,
-        };
+        let mut table = Table { entries: None, span: self.span.clone(), path, known };
         let Some(value) = self.get(key) else {
             return table;
         };
@@ -253,20 +203,14 @@ impl<'t, 'i> Table<'t, 'i> {
         }
         // A key that is right but in the wrong table: usually a top-level key written after a
         // `[table]` header, which TOML then puts inside that table.
-        let home = schema::ALL
-            .iter()
-            .find(|(path, keys)| *path != self.path && keys.contains(&key))
-            .map(|(path, _)| *path);
+        let home =
+            schema::ALL.iter().find(|(path, keys)| *path != self.path && keys.contains(&key)).map(|(path, _)| *path);
         match home {
             Some("") => {
                 format!("`{key}` is a top-level key: move it above the first `[table]` header")
             }
             Some(path) => format!("`{key}` belongs in {}", schema::label(path)),
-            None => format!(
-                "the keys of {} are: {}",
-                schema::label(self.path),
-                self.known.join(", ")
-            ),
+            None => format!("the keys of {} are: {}", schema::label(self.path), self.known.join(", ")),
         }
     }
 }
@@ -295,12 +239,7 @@ pub(crate) struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader for `text`, named `file` in messages, taking `${VARS}` from `env`.
     pub fn new(text: &'a str, file: &'a str, env: &'a dyn Fn(&str) -> Option<String>) -> Self {
-        Reader {
-            file,
-            index: LineIndex::new(text),
-            env,
-            errors: Vec::new(),
-        }
+        Reader { file, index: LineIndex::new(text), env, errors: Vec::new() }
     }
 
     /// Records a problem at the start of `span`.
@@ -316,13 +255,8 @@ impl<'a> Reader<'a> {
     }
 
     fn push(&mut self, line: u32, column: u32, problem: Problem) {
-        let error = ConfigError {
-            file: self.file.to_owned(),
-            line,
-            column,
-            message: problem.message,
-            hint: problem.hint,
-        };
+        let error =
+            ConfigError { file: self.file.to_owned(), line, column, message: problem.message, hint: problem.hint };
         if !self.errors.contains(&error) {
             self.errors.push(error);
         }
@@ -353,20 +287,10 @@ impl<'a> Reader<'a> {
     /// Interpolates a string value; problems are reported against `name`.
     fn interpolate(&mut self, name: &str, text: &str, span: &Range<usize>) -> Option<Got<String>> {
         match interpolate(text, self.env) {
-            Ok(done) => Some(Got {
-                value: done.value,
-                span: span.clone(),
-                vars: done.vars,
-            }),
+            Ok(done) => Some(Got { value: done.value, span: span.clone(), vars: done.vars }),
             Err(problems) => {
                 for p in problems {
-                    self.error(
-                        span,
-                        Problem {
-                            message: format!("`{name}`: {}", p.message),
-                            hint: p.hint,
-                        },
-                    );
+                    self.error(span, Problem { message: format!("`{name}`: {}", p.message), hint: p.hint });
                 }
                 None
             }
@@ -399,13 +323,7 @@ impl<'a> Reader<'a> {
         match check(&got.value) {
             Ok(v) => Some(got.map(|_| v)),
             Err(p) => {
-                self.error(
-                    &got.span,
-                    Problem {
-                        message: format!("`{name}`: {}", p.message),
-                        hint: p.hint,
-                    },
-                );
+                self.error(&got.span, Problem { message: format!("`{name}`: {}", p.message), hint: p.hint });
                 None
             }
         }
@@ -458,13 +376,7 @@ impl<'a> Reader<'a> {
         match check(&got.value) {
             Ok(v) => Some(got.map(|_| v)),
             Err(p) => {
-                self.error(
-                    &got.span,
-                    Problem {
-                        message: format!("`{}`: {}", t.name(key), p.message),
-                        hint: p.hint,
-                    },
-                );
+                self.error(&got.span, Problem { message: format!("`{}`: {}", t.name(key), p.message), hint: p.hint });
                 None
             }
         }
@@ -485,8 +397,7 @@ impl<'a> Reader<'a> {
         spellings: &[&str],
     ) -> Option<E> {
         let value = t.get(key)?;
-        self.value_choice(&t.name(key), value, parse, spellings)
-            .map(|g| g.value)
+        self.value_choice(&t.name(key), value, parse, spellings).map(|g| g.value)
     }
 
     /// A boolean key. A string is accepted only when it is all `${VAR}` (environments carry
@@ -536,10 +447,8 @@ impl<'a> Reader<'a> {
                 if parsed.is_none() {
                     self.error(
                         &value.span(),
-                        Problem::new(format!(
-                            "`{name}` must be a whole number, but its variable gives something else"
-                        ))
-                        .hint("set the variable to digits only"),
+                        Problem::new(format!("`{name}` must be a whole number, but its variable gives something else"))
+                            .hint("set the variable to digits only"),
                     );
                     return None;
                 }
@@ -558,11 +467,8 @@ impl<'a> Reader<'a> {
             Some(n) if (min..=max).contains(&n) => Some(n),
             _ => {
                 let found = number.map_or_else(|| "a number out of range".to_owned(), |n| n.to_string());
-                let range = if max == i128::MAX {
-                    format!("at least {min}")
-                } else {
-                    format!("between {min} and {max}")
-                };
+                let range =
+                    if max == i128::MAX { format!("at least {min}") } else { format!("between {min} and {max}") };
                 self.error(
                     &value.span(),
                     Problem::new(format!("`{name}` must be {range}; found {found}")).hint(why.to_owned()),
@@ -581,10 +487,8 @@ impl<'a> Reader<'a> {
             DeValue::Integer(i) => {
                 self.error(
                     &value.span(),
-                    Problem::new(format!("`{name}` must be a duration string, found an integer")).hint(format!(
-                        "durations need a unit and quotes, e.g. `{key} = \"{}s\"`",
-                        i.as_str()
-                    )),
+                    Problem::new(format!("`{name}` must be a duration string, found an integer"))
+                        .hint(format!("durations need a unit and quotes, e.g. `{key} = \"{}s\"`", i.as_str())),
                 );
                 return None;
             }
@@ -599,21 +503,12 @@ impl<'a> Reader<'a> {
         };
         match parse_duration(&got.value) {
             Ok(d) if positive && d.is_zero() => {
-                self.error(
-                    &got.span,
-                    Problem::new(format!("`{name}` must be longer than zero")).hint(DURATION_HINT),
-                );
+                self.error(&got.span, Problem::new(format!("`{name}` must be longer than zero")).hint(DURATION_HINT));
                 None
             }
             Ok(d) => Some(d),
             Err(p) => {
-                self.error(
-                    &got.span,
-                    Problem {
-                        message: format!("`{name}`: {}", p.message),
-                        hint: p.hint,
-                    },
-                );
+                self.error(&got.span, Problem { message: format!("`{name}`: {}", p.message), hint: p.hint });
                 None
             }
         }

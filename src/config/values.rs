@@ -80,18 +80,14 @@ pub(crate) fn socket_addr(text: &str) -> Result<SocketAddr, Problem> {
         return Err(Problem::new(format!("`{text}` has no port")).hint(format!("add one, e.g. {example}")));
     }
     if text.starts_with(':') {
-        return Err(
-            Problem::new(format!("`{text}` has a port but no IP address")).hint(format!(
-                "write \"127.0.0.1{text}\" for this machine only, or \"0.0.0.0{text}\" for every interface"
-            )),
-        );
+        return Err(Problem::new(format!("`{text}` has a port but no IP address")).hint(format!(
+            "write \"127.0.0.1{text}\" for this machine only, or \"0.0.0.0{text}\" for every interface"
+        )));
     }
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(
-            Problem::new(format!("`{text}` is a port without an IP address")).hint(format!(
-                "write \"127.0.0.1:{text}\" for this machine only, or \"0.0.0.0:{text}\" for every interface"
-            )),
-        );
+        return Err(Problem::new(format!("`{text}` is a port without an IP address")).hint(format!(
+            "write \"127.0.0.1:{text}\" for this machine only, or \"0.0.0.0:{text}\" for every interface"
+        )));
     }
     if let Some((host, port)) = text.rsplit_once(':')
         && port.parse::<u16>().is_ok()
@@ -101,10 +97,9 @@ pub(crate) fn socket_addr(text: &str) -> Result<SocketAddr, Problem> {
         } else {
             format!("write the IP address to listen on, e.g. \"0.0.0.0:{port}\" for every interface")
         };
-        return Err(Problem::new(format!(
-            "`{text}` names a host; a listen address must be an IP address and port"
-        ))
-        .hint(hint));
+        return Err(
+            Problem::new(format!("`{text}` names a host; a listen address must be an IP address and port")).hint(hint)
+        );
     }
     Err(Problem::new(format!("`{text}` is not an IP address and port"))
         .hint("write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""))
@@ -171,10 +166,8 @@ pub(crate) fn origin_url(text: &str) -> Result<Uri, Problem> {
     const EXAMPLE: &str = "https://app.example.com";
     let uri = absolute_url(text, EXAMPLE)?;
     if uri.path() != "/" || has_query(&uri) {
-        return Err(
-            Problem::new(format!("`{text}` has a path or query; `public_url` is an origin"))
-                .hint("write only the scheme and host, e.g. \"https://app.example.com\""),
-        );
+        return Err(Problem::new(format!("`{text}` has a path or query; `public_url` is an origin"))
+            .hint("write only the scheme and host, e.g. \"https://app.example.com\""));
     }
     let scheme = uri.scheme_str().unwrap_or("https");
     let authority = uri.authority().map(Authority::as_str).unwrap_or_default();
@@ -229,19 +222,17 @@ pub(crate) fn route_path(text: &str) -> Result<String, Problem> {
         let b = bytes[i];
         match b {
             b'%' => {
-                let (Some(hi), Some(lo)) = (
-                    bytes.get(i + 1).copied().and_then(hex),
-                    bytes.get(i + 2).copied().and_then(hex),
-                ) else {
-                    return Err(
-                        Problem::new(format!("`{text}` has a `%` that is not followed by two hex digits"))
-                            .hint("write a literal `%` as `%25`"),
-                    );
+                let (Some(hi), Some(lo)) =
+                    (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+                else {
+                    return Err(Problem::new(format!("`{text}` has a `%` that is not followed by two hex digits"))
+                        .hint("write a literal `%` as `%25`"));
                 };
                 let decoded = (hi << 4) | lo;
                 if decoded == b'/' || decoded == b'\\' {
-                    return Err(Problem::new(format!("`{text}` contains an encoded slash (%2F or %5C)"))
-                        .hint("requests containing one are refused, so this rule could never match; write plain `/` segments"));
+                    return Err(Problem::new(format!("`{text}` contains an encoded slash (%2F or %5C)")).hint(
+                        "requests containing one are refused, so this rule could never match; write plain `/` segments",
+                    ));
                 }
                 if decoded < 0x20 || decoded == 0x7f {
                     return Err(
@@ -263,10 +254,8 @@ pub(crate) fn route_path(text: &str) -> Result<String, Problem> {
                     .hint("requests containing one are refused; use `/`"));
             }
             b'*' => {
-                return Err(
-                    Problem::new(format!("`{text}` contains `*`; paths are literal, not patterns"))
-                        .hint("a rule's path is a segment prefix: \"/api\" already covers \"/api/…\""),
-                );
+                return Err(Problem::new(format!("`{text}` contains `*`; paths are literal, not patterns"))
+                    .hint("a rule's path is a segment prefix: \"/api\" already covers \"/api/…\""));
             }
             0..0x20 | 0x7f => {
                 return Err(Problem::new("the path contains a control character").hint("remove it"));
@@ -276,9 +265,7 @@ pub(crate) fn route_path(text: &str) -> Result<String, Problem> {
                     "`{text}` contains `{}`, which a request path cannot contain unencoded",
                     char::from(b)
                 ))
-                .hint(format!(
-                    "write it percent-encoded as `%{b:02X}`; paths are literal, not patterns"
-                )));
+                .hint(format!("write it percent-encoded as `%{b:02X}`; paths are literal, not patterns")));
             }
             0x80.. => {
                 // Requests carry non-ASCII percent-encoded; store the rule the same way.
@@ -310,10 +297,8 @@ pub(crate) fn route_path(text: &str) -> Result<String, Problem> {
 /// `prefix`: like a route path, but not `/` and without a trailing slash.
 pub(crate) fn prefix(text: &str) -> Result<String, Problem> {
     if text == "/" {
-        return Err(
-            Problem::new("`prefix` cannot be `/`: whopgate's endpoints need a path of their own")
-                .hint("keep the default \"/.whopgate\""),
-        );
+        return Err(Problem::new("`prefix` cannot be `/`: whopgate's endpoints need a path of their own")
+            .hint("keep the default \"/.whopgate\""));
     }
     let path = route_path(text)?;
     if text.ends_with('/') {
@@ -369,9 +354,7 @@ pub(crate) fn host_pattern(text: &str) -> Result<String, Problem> {
         }
         if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             if label.contains('*') {
-                return Err(bad(
-                    "`*` is only allowed as a whole first label, as in \"*.example.com\"",
-                ));
+                return Err(bad("`*` is only allowed as a whole first label, as in \"*.example.com\""));
             }
             return Err(bad("only letters, digits, `-` and `.` are allowed"));
         }
@@ -401,10 +384,8 @@ pub(crate) fn header_name(text: &str) -> Result<HeaderName, Problem> {
 
 /// A cookie name: an RFC 6265 token.
 pub(crate) fn cookie_name(text: &str) -> Result<String, Problem> {
-    let valid = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| (0x21..0x7f).contains(&b) && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    let valid =
+        !text.is_empty() && text.bytes().all(|b| (0x21..0x7f).contains(&b) && !b"()<>@,;:\\\"/[]?={}".contains(&b));
     if valid {
         Ok(text.to_owned())
     } else {
@@ -416,10 +397,8 @@ pub(crate) fn cookie_name(text: &str) -> Result<String, Problem> {
 /// An HTTP method token, stored uppercase.
 pub(crate) fn method(text: &str) -> Result<Method, Problem> {
     let upper = text.to_ascii_uppercase();
-    let token = !upper.is_empty()
-        && upper
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let token =
+        !upper.is_empty() && upper.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     match Method::from_bytes(upper.as_bytes()) {
         Ok(m) if token => Ok(m),
         _ => Err(Problem::new(format!("`{text}` is not an HTTP method"))
@@ -456,9 +435,8 @@ pub(crate) fn resource_id(text: &str) -> Result<String, Problem> {
 pub(crate) fn prefixed_id(text: &str, prefix: &str, what: &str) -> Result<String, Problem> {
     match text.strip_prefix(prefix) {
         Some(tail) if id_tail_ok(tail) => Ok(text.to_owned()),
-        _ => Err(Problem::new(format!("`{text}` is not {what}")).hint(format!(
-            "{what} starts with `{prefix}`, e.g. \"{prefix}xxxxxxxxxxxxxx\""
-        ))),
+        _ => Err(Problem::new(format!("`{text}` is not {what}"))
+            .hint(format!("{what} starts with `{prefix}`, e.g. \"{prefix}xxxxxxxxxxxxxx\""))),
     }
 }
 
@@ -482,20 +460,16 @@ pub(crate) fn pem_public_key(text: &str) -> Result<String, Problem> {
             .hint("it reads `-----BEGIN PUBLIC KEY-----`"));
     };
     if label.contains("PRIVATE") {
-        return Err(
-            Problem::new("this is a private key; only public keys belong in `public_keys`")
-                .hint("give the public half: `openssl pkey -in key.pem -pubout`"),
-        );
+        return Err(Problem::new("this is a private key; only public keys belong in `public_keys`")
+            .hint("give the public half: `openssl pkey -in key.pem -pubout`"));
     }
     if label == "CERTIFICATE" {
         return Err(Problem::new("this is a certificate, not a public key")
             .hint("extract the key: `openssl x509 -pubkey -noout -in cert.pem`"));
     }
     if label != "PUBLIC KEY" {
-        return Err(
-            Problem::new(format!("a PEM block labelled `{label}` is not a public key"))
-                .hint("use a `-----BEGIN PUBLIC KEY-----` (SubjectPublicKeyInfo) block"),
-        );
+        return Err(Problem::new(format!("a PEM block labelled `{label}` is not a public key"))
+            .hint("use a `-----BEGIN PUBLIC KEY-----` (SubjectPublicKeyInfo) block"));
     }
     if body.contains("-----BEGIN") {
         return Err(Problem::new("this entry holds more than one PEM block")
@@ -503,18 +477,13 @@ pub(crate) fn pem_public_key(text: &str) -> Result<String, Problem> {
     }
     let end = "-----END PUBLIC KEY-----";
     let Some(base64) = body.strip_suffix(end) else {
-        return Err(
-            Problem::new("the PEM block does not end with `-----END PUBLIC KEY-----`")
-                .hint("put exactly one key in each entry of `public_keys`"),
-        );
+        return Err(Problem::new("the PEM block does not end with `-----END PUBLIC KEY-----`")
+            .hint("put exactly one key in each entry of `public_keys`"));
     };
     let base64: String = base64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     let base64_ok = !base64.is_empty()
         && base64.len() % 4 == 0
-        && base64
-            .trim_end_matches('=')
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+        && base64.trim_end_matches('=').bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
     if !base64_ok {
         return Err(Problem::new("the PEM block's body is not base64").hint("paste the key exactly as exported"));
     }
@@ -535,9 +504,7 @@ pub(crate) fn redis_url(text: &str) -> Result<String, Problem> {
 pub(crate) fn api_date(text: &str) -> Result<String, Problem> {
     let parts: Vec<&str> = text.split('-').collect();
     let number = |s: &str, len: usize| {
-        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse::<u32>().ok())
-            .flatten()
+        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse::<u32>().ok()).flatten()
     };
     let ok = match parts.as_slice() {
         [y, m, d] => {
@@ -556,10 +523,7 @@ pub(crate) fn api_date(text: &str) -> Result<String, Problem> {
 
 /// An OAuth scope token (RFC 6749 §3.3).
 pub(crate) fn scope(text: &str) -> Result<String, Problem> {
-    let ok = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    let ok = !text.is_empty() && text.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\');
     if ok {
         Ok(text.to_owned())
     } else {
@@ -588,13 +552,7 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        let keys = [
-            "upstream",
-            "upstream_timeout",
-            "listen",
-            "admin_listen",
-            "max_header_bytes",
-        ];
+        let keys = ["upstream", "upstream_timeout", "listen", "admin_listen", "max_header_bytes"];
         assert_eq!(suggest("upsteam", &keys), Some("upstream"));
         assert_eq!(suggest("lisen", &keys), Some("listen"));
         assert_eq!(suggest("Listen", &keys), Some("listen"));
@@ -602,25 +560,16 @@ mod tests {
         assert_eq!(suggest("upstream_timout", &keys), Some("upstream_timeout"));
         assert_eq!(suggest("database", &keys), None);
         assert_eq!(suggest("x", &keys), None);
-        assert_eq!(
-            one_of_hint("brower", &["auto", "browser", "api"]),
-            "did you mean `browser`?"
-        );
+        assert_eq!(one_of_hint("brower", &["auto", "browser", "api"]), "did you mean `browser`?");
         assert_eq!(one_of_hint("zzz", &["auto", "api"]), "use one of: \"auto\", \"api\"");
     }
 
     #[test]
     fn socket_addresses() {
-        assert_eq!(
-            socket_addr("127.0.0.1:8080").ok(),
-            SocketAddr::from_str("127.0.0.1:8080").ok()
-        );
+        assert_eq!(socket_addr("127.0.0.1:8080").ok(), SocketAddr::from_str("127.0.0.1:8080").ok());
         assert!(socket_addr("[::1]:0").is_ok());
         assert!(message(socket_addr("localhost:8080")).contains("names a host"));
-        assert_eq!(
-            hint(socket_addr("localhost:8080")),
-            "write \"127.0.0.1:8080\" (or \"[::1]:8080\")"
-        );
+        assert_eq!(hint(socket_addr("localhost:8080")), "write \"127.0.0.1:8080\" (or \"[::1]:8080\")");
         assert!(hint(socket_addr(":8080")).contains("\"0.0.0.0:8080\""));
         assert!(message(socket_addr(":8080")).contains("no IP address"));
         assert!(message(socket_addr("8080")).contains("port without an IP address"));
@@ -634,17 +583,11 @@ mod tests {
     #[test]
     fn upstreams() {
         assert_eq!(
-            upstream_uri("http://127.0.0.1:3000")
-                .map(|u| u.to_string())
-                .ok()
-                .as_deref(),
+            upstream_uri("http://127.0.0.1:3000").map(|u| u.to_string()).ok().as_deref(),
             Some("http://127.0.0.1:3000/")
         );
         assert_eq!(
-            upstream_uri("http://App.Local:3000/")
-                .map(|u| u.to_string())
-                .ok()
-                .as_deref(),
+            upstream_uri("http://App.Local:3000/").map(|u| u.to_string()).ok().as_deref(),
             Some("http://app.local:3000/")
         );
         assert!(upstream_uri("http://localhost").is_ok());
@@ -660,10 +603,7 @@ mod tests {
     #[test]
     fn origins_and_urls() {
         assert_eq!(
-            origin_url("https://App.Example.com/")
-                .map(|u| u.to_string())
-                .ok()
-                .as_deref(),
+            origin_url("https://App.Example.com/").map(|u| u.to_string()).ok().as_deref(),
             Some("https://app.example.com/")
         );
         assert!(origin_url("http://127.0.0.1:8080").is_ok());
@@ -677,18 +617,9 @@ mod tests {
     #[test]
     fn api_base_drops_trailing_slashes() {
         let base = |t| api_base(t).map(|u| (u.to_string(), u.path().to_owned())).ok();
-        assert_eq!(
-            base("https://api.whop.com"),
-            Some(("https://api.whop.com/".into(), "/".into()))
-        );
-        assert_eq!(
-            base("https://api.whop.com/"),
-            Some(("https://api.whop.com/".into(), "/".into()))
-        );
-        assert_eq!(
-            base("http://127.0.0.1:9999/whop//"),
-            Some(("http://127.0.0.1:9999/whop".into(), "/whop".into()))
-        );
+        assert_eq!(base("https://api.whop.com"), Some(("https://api.whop.com/".into(), "/".into())));
+        assert_eq!(base("https://api.whop.com/"), Some(("https://api.whop.com/".into(), "/".into())));
+        assert_eq!(base("http://127.0.0.1:9999/whop//"), Some(("http://127.0.0.1:9999/whop".into(), "/whop".into())));
         assert!(api_base("https://api.whop.com/?x=1").is_err());
         assert!(api_base("api.whop.com").is_err());
     }
@@ -735,9 +666,7 @@ mod tests {
             ("/a%00", "control"),
         ] {
             let p = route_path(input).err();
-            let text = p
-                .map(|p| format!("{} {}", p.message, p.hint.unwrap_or_default()))
-                .unwrap_or_default();
+            let text = p.map(|p| format!("{} {}", p.message, p.hint.unwrap_or_default())).unwrap_or_default();
             assert!(text.contains(part), "{input:?}: {text}");
         }
     }
@@ -791,20 +720,14 @@ mod tests {
         assert_eq!(ip_net("10.1.2.3/8").ok(), IpNet::from_str("10.0.0.0/8").ok());
         assert_eq!(ip_net("192.168.1.10").ok(), IpNet::from_str("192.168.1.10/32").ok());
         assert_eq!(ip_net("::1").ok(), IpNet::from_str("::1/128").ok());
-        assert_eq!(
-            message(ip_net("10.0.0.0/33")),
-            "`10.0.0.0/33` is not a CIDR or IP address"
-        );
+        assert_eq!(message(ip_net("10.0.0.0/33")), "`10.0.0.0/33` is not a CIDR or IP address");
         assert!(ip_net("proxy.internal").is_err());
         assert!(ip_net("").is_err());
     }
 
     #[test]
     fn names_and_tokens() {
-        assert_eq!(
-            header_name("X-Whop-User-Token").map(|h| h.to_string()).ok().as_deref(),
-            Some("x-whop-user-token")
-        );
+        assert_eq!(header_name("X-Whop-User-Token").map(|h| h.to_string()).ok().as_deref(), Some("x-whop-user-token"));
         assert!(header_name("x whop").is_err());
         assert!(header_name("").is_err());
         assert!(cookie_name("__Host-whopgate").is_ok());
@@ -813,10 +736,7 @@ mod tests {
             assert!(cookie_name(bad).is_err(), "{bad}");
         }
         assert_eq!(method("get").ok(), Some(Method::GET));
-        assert_eq!(
-            method("PROPFIND").map(|m| m.to_string()).ok().as_deref(),
-            Some("PROPFIND")
-        );
+        assert_eq!(method("PROPFIND").map(|m| m.to_string()).ok().as_deref(), Some("PROPFIND"));
         for bad in ["", "GE T", "GET/", "G(ET"] {
             assert!(method(bad).is_err(), "{bad}");
         }
@@ -853,24 +773,16 @@ mod tests {
         assert_eq!(pem_public_key(PEM).ok().as_deref(), Some(PEM.trim()));
         let private = "-----BEGIN PRIVATE KEY-----\nSECRETSTUFF\n-----END PRIVATE KEY-----";
         let p = pem_public_key(private).err();
-        assert!(
-            p.as_ref()
-                .is_some_and(|p| p.message.contains("private key") && !p.message.contains("SECRETSTUFF"))
-        );
+        assert!(p.as_ref().is_some_and(|p| p.message.contains("private key") && !p.message.contains("SECRETSTUFF")));
         assert!(message(pem_public_key("/etc/whop.pem")).contains("file path"));
         assert!(message(pem_public_key("hello")).contains("PEM public key block"));
         assert!(
-            message(pem_public_key(
-                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
-            ))
-            .contains("certificate")
+            message(pem_public_key("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"))
+                .contains("certificate")
         );
         assert!(message(pem_public_key("-----BEGIN PUBLIC KEY-----\nAAAA\n")).contains("does not end"));
         assert!(
-            message(pem_public_key(
-                "-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----"
-            ))
-            .contains("base64")
+            message(pem_public_key("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----")).contains("base64")
         );
         let two = format!("{PEM}{PEM}");
         assert!(message(pem_public_key(&two)).contains("more than one PEM block"));

@@ -30,19 +30,11 @@ pin_project! {
 
 impl<B> GateBody<B> {
     pub(super) fn inner(body: B, record: Option<Record>) -> Self {
-        Self {
-            kind: Kind::Inner { body },
-            record,
-        }
+        Self { kind: Kind::Inner { body }, record }
     }
 
     pub(super) fn local(data: Bytes, record: Option<Record>) -> Self {
-        Self {
-            kind: Kind::Local {
-                data: (!data.is_empty()).then_some(data),
-            },
-            record,
-        }
+        Self { kind: Kind::Local { data: (!data.is_empty()).then_some(data) }, record }
     }
 }
 

@@ -32,6 +32,8 @@ pub enum Denial {
     InvalidCredentials(CredentialError),
     /// Identity known; none of the required resources grants the required level.
     Forbidden {
+        /// Why, in the caller's terms.
+        reason: ForbiddenReason,
         /// The rule's `require`.
         required: Vec<Arc<str>>,
         /// The rule's `access_level`.
@@ -46,6 +48,15 @@ pub enum Denial {
         /// What went wrong (logged, not shown).
         cause: WhopError,
     },
+}
+
+/// Why an identified caller is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForbiddenReason {
+    /// Whop says they hold none of the required resources (at the required level).
+    NoAccess,
+    /// They presented a license key whose membership has this status (not a valid one).
+    MembershipStatus(String),
 }
 
 impl Denial {
@@ -68,7 +79,8 @@ impl Denial {
             Denial::NoRule => "no_matching_rule",
             Denial::Unauthenticated { .. } => "no_credential",
             Denial::InvalidCredentials(e) => e.reason(),
-            Denial::Forbidden { .. } => "no_access",
+            Denial::Forbidden { reason: ForbiddenReason::NoAccess, .. } => "no_access",
+            Denial::Forbidden { reason: ForbiddenReason::MembershipStatus(_), .. } => "license_not_valid",
             Denial::Unavailable { cause, .. } => match cause {
                 WhopError::Timeout => "whop_timeout",
                 WhopError::RateLimited { .. } | WhopError::Paused { .. } => "whop_rate_limited",
@@ -82,10 +94,9 @@ impl Denial {
     /// The answer, in the style the client understands.
     pub fn into_response(self, style: ResponseStyle) -> Response<Bytes> {
         match (self, style) {
-            (Denial::BadPath(rejection), ResponseStyle::Api) => json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"error": "bad_request", "message": rejection.message()}),
-            ),
+            (Denial::BadPath(rejection), ResponseStyle::Api) => {
+                json_response(StatusCode::BAD_REQUEST, json!({"error": "bad_request", "message": rejection.message()}))
+            }
             (Denial::BadPath(rejection), ResponseStyle::Browser) => {
                 html_response(StatusCode::BAD_REQUEST, "Bad request", rejection.message(), None)
             }
@@ -102,19 +113,15 @@ impl Denial {
                     body["login_url"] = json!(url);
                 }
                 let mut response = json_response(StatusCode::UNAUTHORIZED, body);
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(r#"Bearer realm="whopgate""#),
-                );
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="whopgate""#));
                 response
             }
             (Denial::Unauthenticated { login_url: Some(url) }, ResponseStyle::Browser) => redirect(&url),
-            (Denial::Unauthenticated { login_url: None }, ResponseStyle::Browser) => html_response(
-                StatusCode::UNAUTHORIZED,
-                "Sign in required",
-                "Open this app from Whop to sign in.",
-                None,
-            ),
+            (Denial::Unauthenticated { login_url: None }, ResponseStyle::Browser) => {
+                html_response(StatusCode::UNAUTHORIZED, "Sign in required", "Open this app from Whop to sign in.", None)
+            }
             (Denial::InvalidCredentials(error), ResponseStyle::Api) => {
                 let mut response = json_response(
                     StatusCode::UNAUTHORIZED,
@@ -132,17 +139,13 @@ impl Denial {
                 &format!("Your sign-in could not be checked: {error}. Open this app from Whop again."),
                 None,
             ),
-            (
-                Denial::Forbidden {
-                    required,
-                    access_level,
-                    checkout_url,
-                },
-                ResponseStyle::Api,
-            ) => {
-                let message = match access_level {
-                    AccessLevel::Admin => "this route is for the team of the company that sells it",
-                    AccessLevel::Customer => "your Whop account does not have access to this",
+            (Denial::Forbidden { reason, required, access_level, checkout_url }, ResponseStyle::Api) => {
+                let message = match (&reason, access_level) {
+                    (ForbiddenReason::MembershipStatus(status), _) => {
+                        format!("the license key's membership is {status}, not valid")
+                    }
+                    (_, AccessLevel::Admin) => "this route is for the team of the company that sells it".to_owned(),
+                    (_, AccessLevel::Customer) => "your Whop account does not have access to this".to_owned(),
                 };
                 let required: Vec<&str> = required.iter().map(|r| &**r).collect();
                 let mut body = json!({"error": "forbidden", "message": message, "required": required});
@@ -151,13 +154,7 @@ impl Denial {
                 }
                 json_response(StatusCode::FORBIDDEN, body)
             }
-            (
-                Denial::Forbidden {
-                    checkout_url: Some(url),
-                    ..
-                },
-                ResponseStyle::Browser,
-            ) => redirect(&url),
+            (Denial::Forbidden { checkout_url: Some(url), .. }, ResponseStyle::Browser) => redirect(&url),
             (Denial::Forbidden { access_level, .. }, ResponseStyle::Browser) => {
                 let message = match access_level {
                     AccessLevel::Admin => "This page is for the team of the company that sells this app.",
@@ -213,10 +210,7 @@ fn html_response(status: StatusCode, title: &str, message: &str, link: Option<(&
     let mut response = Response::new(Bytes::from(page));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -272,19 +266,13 @@ mod tests {
 
     #[test]
     fn unauthenticated_browser_redirects_to_login_when_possible() {
-        let r = Denial::Unauthenticated {
-            login_url: Some("/.whopgate/login?rd=%2Fx".into()),
-        }
-        .into_response(ResponseStyle::Browser);
+        let r = Denial::Unauthenticated { login_url: Some("/.whopgate/login?rd=%2Fx".into()) }
+            .into_response(ResponseStyle::Browser);
         assert_eq!(r.status(), StatusCode::FOUND);
         assert_eq!(r.headers()["location"], "/.whopgate/login?rd=%2Fx");
         let r = Denial::Unauthenticated { login_url: None }.into_response(ResponseStyle::Browser);
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        assert!(
-            std::str::from_utf8(r.body())
-                .unwrap()
-                .contains("<h1>Sign in required</h1>")
-        );
+        assert!(std::str::from_utf8(r.body()).unwrap().contains("<h1>Sign in required</h1>"));
     }
 
     #[test]
@@ -299,6 +287,7 @@ mod tests {
     #[test]
     fn forbidden_lists_what_is_required_and_redirects_browsers_to_checkout() {
         let denial = Denial::Forbidden {
+            reason: ForbiddenReason::NoAccess,
             required: vec![Arc::from("prod_a"), Arc::from("prod_b")],
             access_level: AccessLevel::Customer,
             checkout_url: Some("https://whop.com/checkout/plan_x".into()),
@@ -316,10 +305,7 @@ mod tests {
 
     #[test]
     fn unavailable_has_retry_after() {
-        let denial = Denial::Unavailable {
-            retry_after: Duration::from_secs(12),
-            cause: WhopError::Timeout,
-        };
+        let denial = Denial::Unavailable { retry_after: Duration::from_secs(12), cause: WhopError::Timeout };
         let api = denial.clone().into_response(ResponseStyle::Api);
         assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(api.headers()["retry-after"], "12");
@@ -331,9 +317,6 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(
-            escape_html(r#"<a href="x">&'"#),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
+        assert_eq!(escape_html(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
     }
 }

@@ -17,13 +17,13 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 
-use super::denial::Denial;
+use super::denial::{Denial, ForbiddenReason};
 use super::negotiate;
 use super::record::LogLine;
 use super::user::WhopUser;
 use super::{GateState, RuleState};
 use crate::config::OnWhopError;
-use crate::identity::{Credential, Identified, Identity};
+use crate::identity::{Credential, CredentialError, Identified, Identity, LicenseKeyError};
 use crate::metrics::Decision;
 use crate::path;
 use crate::proxy::headers::strip_identity_headers;
@@ -71,16 +71,9 @@ pub(crate) struct Later {
 /// The gate's answer to [`GateState::judge`].
 pub(crate) enum Judgement {
     /// Pass the (rewritten) request on.
-    Forward {
-        decision: Decision,
-        log: Option<Box<LogLine>>,
-    },
+    Forward { decision: Decision, log: Option<Box<LogLine>> },
     /// Answer with this response.
-    Deny {
-        response: Response<Bytes>,
-        decision: Decision,
-        log: Option<Box<LogLine>>,
-    },
+    Deny { response: Response<Bytes>, decision: Decision, log: Option<Box<LogLine>> },
     /// Wait for this, then [`GateState::conclude`].
     Later(Later),
 }
@@ -107,25 +100,13 @@ impl GateState {
                 }
             }
             Err(rejection) => {
-                let verdict = Verdict::Deny {
-                    denial: Denial::BadPath(rejection),
-                    identity: None,
-                };
+                let verdict = Verdict::Deny { denial: Denial::BadPath(rejection), identity: None };
                 return self.conclude(req, None, verdict, request_id, log);
             }
         }
 
         let Some(rule) = self.routes.find(req.method(), request_host(req), req.uri().path()) else {
-            return self.conclude(
-                req,
-                None,
-                Verdict::Deny {
-                    denial: Denial::NoRule,
-                    identity: None,
-                },
-                request_id,
-                log,
-            );
+            return self.conclude(req, None, Verdict::Deny { denial: Denial::NoRule, identity: None }, request_id, log);
         };
         let rule_index = rule.index;
 
@@ -139,17 +120,11 @@ impl GateState {
 
         let verdict = match identified {
             Identified::Anonymous if rule.public => public(None),
-            Identified::Anonymous => Verdict::Deny {
-                denial: self.unauthenticated(req),
-                identity: None,
-            },
+            Identified::Anonymous => Verdict::Deny { denial: self.unauthenticated(req), identity: None },
             // A public page does not break for a caller with a stale token: it just does not
             // learn who they are.
             Identified::Invalid(_) if rule.public => public(None),
-            Identified::Invalid(error) => Verdict::Deny {
-                denial: Denial::InvalidCredentials(error),
-                identity: None,
-            },
+            Identified::Invalid(error) => Verdict::Deny { denial: credential_denial(rule, error), identity: None },
             Identified::Found(identity) if rule.public => public(Some(identity)),
             Identified::Found(identity) => match self.decide_now(rule, &identity) {
                 Some(verdict) => verdict,
@@ -162,10 +137,7 @@ impl GateState {
 
     fn later(self: &Arc<Self>, rule: usize, pending: Pending) -> Judgement {
         let state = self.clone();
-        Judgement::Later(Later {
-            rule,
-            verdict: Box::pin(async move { state.judge_later(rule, pending).await }),
-        })
+        Judgement::Later(Later { rule, verdict: Box::pin(async move { state.judge_later(rule, pending).await }) })
     }
 
     fn unauthenticated<B>(&self, _req: &Request<B>) -> Denial {
@@ -175,6 +147,13 @@ impl GateState {
     /// The decision from fresh cache entries alone: granted as soon as one required resource
     /// grants, refused when every one is known to refuse, `None` when one must be asked.
     fn decide_now(self: &Arc<Self>, rule: &Rule, identity: &Arc<Identity>) -> Option<Verdict> {
+        if let Some(access) = identity.fixed_access {
+            // The dev identity: configuration decides, Whop is never asked.
+            return Some(match access.satisfies(rule.access_level) {
+                true => allow(identity, access, 0, "dev_identity"),
+                false => forbidden(rule, identity),
+            });
+        }
         let mut all_known = true;
         for (i, resource) in rule.require.iter().enumerate() {
             match self.access.lookup_now(&identity.user_id, resource) {
@@ -193,12 +172,17 @@ impl GateState {
             Pending::Credential(credential) => match self.identifier.identify_later(credential).await {
                 Ok(identity) => identity,
                 Err(_) if rule.public => return public(None),
-                Err(error) => {
-                    return Verdict::Deny {
-                        denial: Denial::InvalidCredentials(error),
+                Err(CredentialError::LicenseKey(LicenseKeyError::Unavailable(_)))
+                    if rule.on_whop_error == OnWhopError::Allow =>
+                {
+                    return Verdict::Forward {
                         identity: None,
+                        grant: None,
+                        decision: Decision::Unavailable,
+                        reason: "whop_unavailable_fail_open",
                     };
                 }
+                Err(error) => return Verdict::Deny { denial: credential_denial(rule, error), identity: None },
             },
         };
         if rule.public {
@@ -245,10 +229,7 @@ impl GateState {
                 reason: "whop_unavailable_fail_open",
             },
             Some(error) => Verdict::Deny {
-                denial: Denial::Unavailable {
-                    retry_after: error.retry_after(),
-                    cause: error,
-                },
+                denial: Denial::Unavailable { retry_after: error.retry_after(), cause: error },
                 identity: Some(identity),
             },
         }
@@ -266,12 +247,7 @@ impl GateState {
         let rule_state = rule.map(|i| &self.rules[i]);
         let counters = rule_state.map_or(&self.no_route_counters, |r| &r.counters);
         match verdict {
-            Verdict::Forward {
-                identity,
-                grant,
-                decision,
-                reason,
-            } => {
+            Verdict::Forward { identity, grant, decision, reason } => {
                 counters.get(decision).inc();
                 let log = log.then(|| self.log_line(req, rule_state, request_id, reason, identity.as_deref()));
                 if let Some(identity) = identity {
@@ -285,11 +261,7 @@ impl GateState {
                 let log = log.then(|| self.log_line(req, rule_state, request_id, denial.reason(), identity.as_deref()));
                 let mode = rule.map(|i| self.routes.rules()[i].mode);
                 let style = negotiate::style(mode, req.method(), req.headers());
-                Judgement::Deny {
-                    response: denial.into_response(style),
-                    decision,
-                    log,
-                }
+                Judgement::Deny { response: denial.into_response(style), decision, log }
             }
         }
     }
@@ -314,12 +286,7 @@ impl GateState {
 }
 
 fn public(identity: Option<Arc<Identity>>) -> Verdict {
-    Verdict::Forward {
-        identity,
-        grant: None,
-        decision: Decision::Public,
-        reason: "-",
-    }
+    Verdict::Forward { identity, grant: None, decision: Decision::Public, reason: "-" }
 }
 
 fn allow(identity: &Arc<Identity>, access: Access, resource: usize, reason: &'static str) -> Verdict {
@@ -331,9 +298,27 @@ fn allow(identity: &Arc<Identity>, access: Access, resource: usize, reason: &'st
     }
 }
 
+/// The denial for a credential that failed: a license key with an invalid membership is a 403
+/// naming its status, one Whop could not check is a 503, everything else a 401.
+fn credential_denial(rule: &Rule, error: CredentialError) -> Denial {
+    match error {
+        CredentialError::LicenseKey(LicenseKeyError::NotValid { status }) => Denial::Forbidden {
+            reason: ForbiddenReason::MembershipStatus(status),
+            required: rule.require.clone(),
+            access_level: rule.access_level,
+            checkout_url: rule.checkout_url.clone(),
+        },
+        CredentialError::LicenseKey(LicenseKeyError::Unavailable(cause)) => {
+            Denial::Unavailable { retry_after: cause.retry_after(), cause }
+        }
+        other => Denial::InvalidCredentials(other),
+    }
+}
+
 fn forbidden(rule: &Rule, identity: &Arc<Identity>) -> Verdict {
     Verdict::Deny {
         denial: Denial::Forbidden {
+            reason: ForbiddenReason::NoAccess,
             required: rule.require.clone(),
             access_level: rule.access_level,
             checkout_url: rule.checkout_url.clone(),

@@ -58,7 +58,7 @@ pub use user::WhopUser;
 
 use crate::access::{AccessCache, CacheSettings};
 use crate::config::{Config, SourceKind};
-use crate::identity::{Identifier, UserTokenSetupError, UserTokenVerifier};
+use crate::identity::{Identifier, Identity, LicenseKeyVerifier, Sources, UserTokenSetupError, UserTokenVerifier};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::route::RouteTable;
 use crate::whop::WhopClient;
@@ -97,20 +97,16 @@ impl Gate {
     /// (JWKS fetches, Whop calls, refreshes) is spawned there.
     pub async fn from_config(config: &Config) -> Result<Gate, GateError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| GateError::NoRuntime)?;
-        for source in &config.identity.sources {
-            if *source != SourceKind::UserToken {
-                return Err(GateError::Unsupported(format!("the `{source}` identity source")));
-            }
+        if config.identity.sources.contains(&SourceKind::Session) {
+            return Err(GateError::Unsupported("the `session` identity source".to_owned()));
         }
         if config.whop.access_api != crate::config::AccessApi::CheckAccess {
-            return Err(GateError::Unsupported(format!(
-                "whop.access_api = \"{}\"",
-                config.whop.access_api
-            )));
+            return Err(GateError::Unsupported(format!("whop.access_api = \"{}\"", config.whop.access_api)));
         }
         let metrics = Arc::new(Metrics::new());
         let http = WhopClient::http_client();
         let client = Arc::new(WhopClient::new(&config.whop, http.clone(), metrics.clone()));
+        // The dev identity makes no Whop calls; with it as the only source nothing needs Whop.
 
         let user_token = if config.identity.sources.contains(&SourceKind::UserToken) {
             let app_id = config.whop.app_id.as_deref().unwrap_or_default();
@@ -127,7 +123,25 @@ impl Gate {
         } else {
             None
         };
-        let identifier = Identifier::new(config.identity.sources.clone(), user_token);
+        let license_key = config.identity.sources.contains(&SourceKind::LicenseKey).then(|| {
+            LicenseKeyVerifier::new(
+                &config.identity.license_key,
+                client.clone(),
+                config.cache.ttl,
+                config.cache.negative_ttl,
+                config.cache.max_entries,
+                &metrics,
+            )
+        });
+        let dev = match (&config.identity.dev, config.identity.sources.contains(&SourceKind::Dev)) {
+            (Some(dev), true) => {
+                let identity = Identity::dev(dev)
+                    .ok_or_else(|| GateError::Unsupported(format!("the dev user id {:?}", dev.user_id)))?;
+                Some(Arc::new(identity))
+            }
+            _ => None,
+        };
+        let identifier = Identifier::new(config.identity.sources.clone(), Sources { user_token, license_key, dev });
 
         let routes = RouteTable::new(&config.routes);
         let mut resources: Vec<Arc<str>> = Vec::new();
@@ -161,14 +175,7 @@ impl Gate {
             })
             .collect();
         let no_route_counters = metrics.route_counters("");
-        let state = Arc::new(GateState {
-            routes,
-            rules,
-            no_route_counters,
-            metrics,
-            identifier,
-            access,
-        });
+        let state = Arc::new(GateState { routes, rules, no_route_counters, metrics, identifier, access });
         runtime.spawn(update_gauges(Arc::downgrade(&state)));
         Ok(Gate { state })
     }
@@ -197,6 +204,7 @@ impl Gate {
     /// Forgets every cached decision about `user_id`: call it when their access changed.
     pub fn invalidate_user(&self, user_id: &str) {
         self.state.access.invalidate_user(user_id);
+        self.state.identifier.invalidate_user(user_id);
     }
 }
 
@@ -242,13 +250,7 @@ mod tests {
     /// The echo service: answers with the identity it was handed.
     async fn echo(req: Request<String>) -> Result<Response<String>, Infallible> {
         let user = req.extensions().get::<WhopUser>().cloned();
-        let header = |name: &str| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned()
-        };
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
         Ok(Response::new(format!(
             "{} {} {} {} {:?}",
             header("x-whop-user-id"),
@@ -303,10 +305,7 @@ mod tests {
         let response = service.clone().oneshot(request("/x", Some(&token))).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers().contains_key("x-request-id"));
-        let body = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
+        let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
             r#"user_alice customer prod_mockproduct1 user_token Some(("user_alice", Some(Customer), Some("prod_mockproduct1")))"#
@@ -319,11 +318,7 @@ mod tests {
         while mock.calls(crate::mock::EndpointKind::Access) < 2 && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert_eq!(
-            mock.calls(crate::mock::EndpointKind::Access),
-            2,
-            "one call per required resource"
-        );
+        assert_eq!(mock.calls(crate::mock::EndpointKind::Access), 2, "one call per required resource");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,10 +348,7 @@ mod tests {
         let gate = gate_for(&mock).await;
         let app = axum::Router::new()
             .route("/me", get(|user: WhopUser| async move { user.id.to_string() }))
-            .route(
-                "/public",
-                get(|user: Option<WhopUser>| async move { format!("{:?}", user.map(|u| u.id)) }),
-            )
+            .route("/public", get(|user: Option<WhopUser>| async move { format!("{:?}", user.map(|u| u.id)) }))
             .layer(gate.layer());
         let token = mock.mint_token("user_carol").unwrap();
         let body = |r: Response<axum::body::Body>| async move {

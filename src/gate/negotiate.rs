@@ -112,20 +112,12 @@ mod tests {
             (Method::GET, "*/*", ResponseStyle::Api),
             (Method::GET, "application/json", ResponseStyle::Api),
             (Method::GET, "application/json, text/html;q=0.5", ResponseStyle::Api),
-            (
-                Method::GET,
-                "text/html;q=0.9, application/json;q=0.9",
-                ResponseStyle::Browser,
-            ),
+            (Method::GET, "text/html;q=0.9, application/json;q=0.9", ResponseStyle::Browser),
             (Method::GET, "text/*, application/json;q=0.5", ResponseStyle::Browser),
             (Method::GET, "text/html;q=0", ResponseStyle::Api),
         ];
         for (method, accept, want) in cases {
-            assert_eq!(
-                style(Some(RouteMode::Auto), &method, &with_accept(accept)),
-                want,
-                "{method} {accept}"
-            );
+            assert_eq!(style(Some(RouteMode::Auto), &method, &with_accept(accept)), want, "{method} {accept}");
         }
         assert_eq!(style(None, &Method::GET, &HeaderMap::new()), ResponseStyle::Api);
     }
@@ -133,13 +125,7 @@ mod tests {
     #[test]
     fn fixed_modes() {
         let h = with_accept("application/json");
-        assert_eq!(
-            style(Some(RouteMode::Browser), &Method::POST, &h),
-            ResponseStyle::Browser
-        );
-        assert_eq!(
-            style(Some(RouteMode::Api), &Method::GET, &with_accept("text/html")),
-            ResponseStyle::Api
-        );
+        assert_eq!(style(Some(RouteMode::Browser), &Method::POST, &h), ResponseStyle::Browser);
+        assert_eq!(style(Some(RouteMode::Api), &Method::GET, &with_accept("text/html")), ResponseStyle::Api);
     }
 }

@@ -34,13 +34,7 @@ pub(crate) struct Record {
 
 impl Record {
     pub fn new(start: Instant, decision: Decision, metrics: Arc<Metrics>, log: Option<Box<LogLine>>) -> Self {
-        Self {
-            start,
-            decision,
-            status: 0,
-            metrics,
-            log,
-        }
+        Self { start, decision, status: 0, metrics, log }
     }
 
     pub fn set_status(&mut self, status: u16) {

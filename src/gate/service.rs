@@ -39,10 +39,7 @@ impl<S> Layer<S> for GateLayer {
     type Service = GateService<S>;
 
     fn layer(&self, inner: S) -> GateService<S> {
-        GateService {
-            inner,
-            state: self.state.clone(),
-        }
+        GateService { inner, state: self.state.clone() }
     }
 }
 
@@ -87,12 +84,7 @@ where
             }
             concluded => self.start(concluded, req),
         };
-        ResponseFuture {
-            state,
-            start,
-            request_id,
-            gate: self.state.clone(),
-        }
+        ResponseFuture { state, start, request_id, gate: self.state.clone() }
     }
 }
 
@@ -111,26 +103,12 @@ where
     S: Service<Request<ReqB>>,
 {
     match judgement {
-        Judgement::Forward { decision, log } => FutureState::Inner {
-            fut: inner.call(req),
-            decision,
-            log,
-        },
-        Judgement::Deny {
-            response,
-            decision,
-            log,
-        } => FutureState::Denied {
-            response: Some(response),
-            decision,
-            log,
-        },
+        Judgement::Forward { decision, log } => FutureState::Inner { fut: inner.call(req), decision, log },
+        Judgement::Deny { response, decision, log } => FutureState::Denied { response: Some(response), decision, log },
         // `conclude` never returns `Later`.
-        Judgement::Later(_) => FutureState::Denied {
-            response: Some(internal_error()),
-            decision: Decision::Unavailable,
-            log: None,
-        },
+        Judgement::Later(_) => {
+            FutureState::Denied { response: Some(internal_error()), decision: Decision::Unavailable, log: None }
+        }
     }
 }
 
@@ -183,14 +161,7 @@ where
         loop {
             let mut this = self.as_mut().project();
             let next = match this.state.as_mut().project() {
-                FutureStateProj::Judging {
-                    verdict,
-                    rule,
-                    inner,
-                    req,
-                    gate,
-                    log,
-                } => {
+                FutureStateProj::Judging { verdict, rule, inner, req, gate, log } => {
                     let verdict = ready!(verdict.as_mut().poll(cx));
                     let (Some(mut req), Some(mut inner)) = (req.take(), inner.take()) else {
                         // Polled after completion: stay pending rather than panic.
@@ -205,11 +176,7 @@ where
                     let (parts, body) = response.into_parts();
                     return Poll::Ready(Ok(finish(parts, record, this.request_id, |r| GateBody::inner(body, r))));
                 }
-                FutureStateProj::Denied {
-                    response,
-                    decision,
-                    log,
-                } => {
+                FutureStateProj::Denied { response, decision, log } => {
                     let Some(response) = response.take() else {
                         return Poll::Pending;
                     };

@@ -43,11 +43,7 @@ mod extractor {
 
     impl IntoResponse for MissingWhopUser {
         fn into_response(self) -> Response {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "this route is not behind whopgate's GateLayer\n",
-            )
-                .into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, "this route is not behind whopgate's GateLayer\n").into_response()
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::Request;
 
 use super::Identity;
+use super::license_key::{LicenseKeyError, LicenseKeyVerifier};
 use super::user_token::{TokenError, UserTokenVerifier, Verification};
 use crate::config::SourceKind;
 
@@ -22,11 +23,21 @@ pub enum Identified {
     Later(Credential),
 }
 
-/// A credential waiting for I/O to be checked.
-#[derive(Debug)]
+/// A credential waiting for I/O to be checked. Its `Debug` never shows the credential.
 pub enum Credential {
     /// A user token whose `kid` is not in the key set yet.
     UserToken(String),
+    /// A license key: Whop's memberships say whose it is (cached).
+    LicenseKey(String),
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::UserToken(_) => f.write_str("UserToken(***)"),
+            Credential::LicenseKey(_) => f.write_str("LicenseKey(***)"),
+        }
+    }
 }
 
 /// Why a credential that was present is refused. Each source's reasons are typed; `Display` is
@@ -35,6 +46,8 @@ pub enum Credential {
 pub enum CredentialError {
     /// The Whop user token is invalid.
     UserToken(TokenError),
+    /// The license key is unknown, not valid, or could not be checked.
+    LicenseKey(LicenseKeyError),
 }
 
 impl CredentialError {
@@ -42,6 +55,9 @@ impl CredentialError {
     pub fn reason(&self) -> &'static str {
         match self {
             CredentialError::UserToken(_) => "invalid_user_token",
+            CredentialError::LicenseKey(LicenseKeyError::Unknown) => "unknown_license_key",
+            CredentialError::LicenseKey(LicenseKeyError::NotValid { .. }) => "license_not_valid",
+            CredentialError::LicenseKey(LicenseKeyError::Unavailable(_)) => "license_check_unavailable",
         }
     }
 }
@@ -50,6 +66,7 @@ impl fmt::Display for CredentialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CredentialError::UserToken(e) => write!(f, "{e}"),
+            CredentialError::LicenseKey(e) => write!(f, "{e}"),
         }
     }
 }
@@ -61,12 +78,25 @@ impl std::error::Error for CredentialError {}
 pub struct Identifier {
     order: Vec<SourceKind>,
     user_token: Option<Arc<UserTokenVerifier>>,
+    license_key: Option<Arc<LicenseKeyVerifier>>,
+    dev: Option<Arc<Identity>>,
+}
+
+/// The sources an [`Identifier`] may use; each is tried only if it is also in the order.
+#[derive(Debug, Default)]
+pub struct Sources {
+    /// Verifies Whop user tokens.
+    pub user_token: Option<Arc<UserTokenVerifier>>,
+    /// Looks up license keys.
+    pub license_key: Option<Arc<LicenseKeyVerifier>>,
+    /// The fixed development identity.
+    pub dev: Option<Arc<Identity>>,
 }
 
 impl Identifier {
-    /// Sources tried in `order`; `user_token` verifies Whop user tokens when that source is on.
-    pub fn new(order: Vec<SourceKind>, user_token: Option<Arc<UserTokenVerifier>>) -> Self {
-        Self { order, user_token }
+    /// Tries `sources` in `order`.
+    pub fn new(order: Vec<SourceKind>, sources: Sources) -> Self {
+        Self { order, user_token: sources.user_token, license_key: sources.license_key, dev: sources.dev }
     }
 
     /// Identifies the caller as far as possible without I/O.
@@ -84,7 +114,18 @@ impl Identifier {
                         Verification::UnknownKey => Identified::Later(Credential::UserToken(token.into_owned())),
                     };
                 }
-                SourceKind::Session | SourceKind::LicenseKey | SourceKind::Dev => {}
+                SourceKind::LicenseKey => {
+                    let Some(verifier) = &self.license_key else { continue };
+                    if let Some(key) = verifier.find_key(req.headers()) {
+                        return Identified::Later(Credential::LicenseKey(key.to_owned()));
+                    }
+                }
+                SourceKind::Dev => {
+                    if let Some(identity) = &self.dev {
+                        return Identified::Found(identity.clone());
+                    }
+                }
+                SourceKind::Session => {}
             }
         }
         Identified::Anonymous
@@ -97,6 +138,10 @@ impl Identifier {
                 Some(verifier) => verifier.verify(&token).await.map_err(CredentialError::UserToken),
                 None => Err(CredentialError::UserToken(TokenError::UnknownKey)),
             },
+            Credential::LicenseKey(key) => match &self.license_key {
+                Some(verifier) => verifier.verify(&key).await.map_err(CredentialError::LicenseKey),
+                None => Err(CredentialError::LicenseKey(LicenseKeyError::Unknown)),
+            },
         }
     }
 
@@ -104,6 +149,13 @@ impl Identifier {
     /// localhost-mode `whop-dev-user-token`), or `None` when there is nothing to remove.
     pub fn strip_query(&self, query: &str) -> Option<String> {
         self.user_token.as_ref().and_then(|v| v.strip_query_param(query))
+    }
+
+    /// Forgets what the sources cached about `user_id` (their license keys).
+    pub fn invalidate_user(&self, user_id: &str) {
+        if let Some(v) = &self.license_key {
+            v.invalidate_user(user_id);
+        }
     }
 
     /// Resolves once the keys every source needs are loaded (the first JWKS fetch is done).

@@ -206,11 +206,7 @@ impl KeySet {
         options: KeySetOptions,
     ) -> Result<KeySet, InvalidPublicKey> {
         let static_keys = static_keys(public_keys)?;
-        let keys = Keys {
-            by_kid: HashMap::new(),
-            all: static_keys.clone(),
-            static_count: static_keys.len(),
-        };
+        let keys = Keys { by_kid: HashMap::new(), all: static_keys.clone(), static_count: static_keys.len() };
         let url = jwks_url.map(ToString::to_string);
         let fetching = url.is_some();
         let inner = Arc::new(Inner {
@@ -253,19 +249,13 @@ impl KeySet {
             };
         };
         if let Some(key) = keys.by_kid.get(kid) {
-            return if valid(key) {
-                SignatureCheck::Valid
-            } else {
-                SignatureCheck::BadSignature
-            };
+            return if valid(key) { SignatureCheck::Valid } else { SignatureCheck::BadSignature };
         }
         if let Some(key) = keys.static_keys().iter().find(|k| valid(k)) {
             tracing::debug!(kid = %loggable(kid), key = ?key.origin, "user token with an unknown kid verified by a static key");
             return SignatureCheck::Valid;
         }
-        SignatureCheck::UnknownKid {
-            refetch: self.inner.url.is_some().then_some(seen),
-        }
+        SignatureCheck::UnknownKid { refetch: self.inner.url.is_some().then_some(seen) }
     }
 
     /// Makes sure a JWKS fetch has finished after `seen` (from [`SignatureCheck::UnknownKid`]):
@@ -357,10 +347,7 @@ impl Inner {
             .whop_api_requests
             .with_label_values(&[METRIC_ENDPOINT, status.as_deref().unwrap_or("error")])
             .inc();
-        self.metrics
-            .whop_api_duration
-            .with_label_values(&[METRIC_ENDPOINT])
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.whop_api_duration.with_label_values(&[METRIC_ENDPOINT]).observe(started.elapsed().as_secs_f64());
         let installed = match result.and_then(|body| parse_jwks(&body)) {
             Ok(jwks) => {
                 self.install(jwks, why);
@@ -372,31 +359,21 @@ impl Inner {
             }
         };
         let mut state = self.lock_state();
-        state.next_scheduled = Instant::now()
-            + if installed {
-                self.options.refresh_interval
-            } else {
-                self.options.retry_after_failure
-            };
+        state.next_scheduled =
+            Instant::now() + if installed { self.options.refresh_interval } else { self.options.retry_after_failure };
     }
 
     /// GET the JWKS: the status (when an answer came) and the body of a 200.
     async fn fetch(&self, url: &str) -> (Option<String>, Result<Vec<u8>, FetchError>) {
-        let request = self
-            .http
-            .get(url)
-            .header(http::header::ACCEPT, "application/json")
-            .timeout(self.options.fetch_timeout);
+        let request =
+            self.http.get(url).header(http::header::ACCEPT, "application/json").timeout(self.options.fetch_timeout);
         let mut response = match request.send().await {
             Ok(r) => r,
             Err(e) => return (None, Err(FetchError::Transport(e))),
         };
         let status = response.status();
         if !status.is_success() {
-            return (
-                Some(status.as_str().to_owned()),
-                Err(FetchError::Status(status.as_u16())),
-            );
+            return (Some(status.as_str().to_owned()), Err(FetchError::Status(status.as_u16())));
         }
         let mut body = Vec::new();
         loop {
@@ -415,10 +392,7 @@ impl Inner {
         let mut by_kid = HashMap::with_capacity(jwks.len());
         let mut all = self.static_keys.clone();
         for (kid, key) in jwks {
-            let key = Arc::new(VerifyingKey {
-                origin: Origin::Jwks(kid.as_deref().map(Box::from)),
-                key,
-            });
+            let key = Arc::new(VerifyingKey { origin: Origin::Jwks(kid.as_deref().map(Box::from)), key });
             if let Some(kid) = kid {
                 if by_kid.contains_key(kid.as_str()) {
                     tracing::debug!(kid = %loggable(&kid), "skipping a JWKS key whose kid is taken by an earlier one");
@@ -428,19 +402,10 @@ impl Inner {
             }
             all.push(key);
         }
-        let new = Keys {
-            by_kid,
-            all,
-            static_count: self.static_keys.len(),
-        };
+        let new = Keys { by_kid, all, static_count: self.static_keys.len() };
         let mut kids: Vec<&str> = new.by_kid.keys().map(|k| &**k).collect();
         kids.sort_unstable();
-        tracing::debug!(
-            reason = why,
-            ?kids,
-            jwks_keys = new.all.len() - new.static_count,
-            "user-token JWKS fetched"
-        );
+        tracing::debug!(reason = why, ?kids, jwks_keys = new.all.len() - new.static_count, "user-token JWKS fetched");
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(new);
     }
 
@@ -604,19 +569,13 @@ fn p256_point(x: &str, y: &str) -> Option<ParsedPublicKey> {
 fn static_keys(public_keys: &[String]) -> Result<Vec<Arc<VerifyingKey>>, InvalidPublicKey> {
     let mut keys = Vec::with_capacity(1 + public_keys.len());
     match p256_point(WHOP_STATIC_KEY_X, WHOP_STATIC_KEY_Y) {
-        Some(key) => keys.push(Arc::new(VerifyingKey {
-            origin: Origin::BuiltIn,
-            key,
-        })),
+        Some(key) => keys.push(Arc::new(VerifyingKey { origin: Origin::BuiltIn, key })),
         // Fixed constants, checked by a test: only a broken build gets here.
         None => tracing::error!("Whop's built-in user-token key does not parse; it is left out"),
     }
     for (index, pem) in public_keys.iter().enumerate() {
         let key = pem_key(pem).ok_or(InvalidPublicKey { index })?;
-        keys.push(Arc::new(VerifyingKey {
-            origin: Origin::Configured(index),
-            key,
-        }));
+        keys.push(Arc::new(VerifyingKey { origin: Origin::Configured(index), key }));
     }
     Ok(keys)
 }
@@ -659,15 +618,7 @@ mod tests {
 
     fn key_set(url: Option<&str>, public_keys: &[String], metrics: &Arc<Metrics>, options: KeySetOptions) -> KeySet {
         let url = url.map(|u| u.parse::<Uri>().unwrap());
-        KeySet::new(
-            url.as_ref(),
-            public_keys,
-            client(),
-            metrics.clone(),
-            &Handle::current(),
-            options,
-        )
-        .unwrap()
+        KeySet::new(url.as_ref(), public_keys, client(), metrics.clone(), &Handle::current(), options).unwrap()
     }
 
     fn fetched(metrics: &Metrics, status: &str) -> u64 {
@@ -687,15 +638,8 @@ mod tests {
 
     fn public_pem(der: &[u8]) -> String {
         let b64 = STANDARD.encode(der);
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect();
-        format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            lines.join("\n")
-        )
+        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"))
     }
 
     fn closed_port_url() -> String {
@@ -745,10 +689,7 @@ mod tests {
         assert!(matches!(parse_jwks(br#"{"keys": 1}"#), Err(FetchError::NotJwks)));
         assert!(matches!(parse_jwks(br#"{"keys": []}"#), Err(FetchError::NoUsableKey)));
         let only_rsa = json!({"keys": [{"kty": "RSA", "kid": "rsa", "n": "AQAB", "e": "AQAB"}]});
-        assert!(matches!(
-            parse_jwks(only_rsa.to_string().as_bytes()),
-            Err(FetchError::NoUsableKey)
-        ));
+        assert!(matches!(parse_jwks(only_rsa.to_string().as_bytes()), Err(FetchError::NoUsableKey)));
     }
 
     #[test]
@@ -764,10 +705,7 @@ mod tests {
             assert_eq!(err, InvalidPublicKey { index: 1 });
             let text = format!("{err} {err:?}");
             assert!(text.contains("public_keys[1]"), "{text}");
-            assert!(
-                !text.contains(secret) && !text.contains("BEGIN PUBLIC KEY-----\n"),
-                "{text}"
-            );
+            assert!(!text.contains(secret) && !text.contains("BEGIN PUBLIC KEY-----\n"), "{text}");
         }
     }
 
@@ -782,32 +720,14 @@ mod tests {
         assert_eq!(set.static_key_count(), 1);
         assert_eq!(mock.calls(EndpointKind::Jwks), 1);
         assert_eq!(fetched(&metrics, "200"), 1);
-        assert_eq!(
-            metrics
-                .whop_api_duration
-                .with_label_values(&["jwks"])
-                .get_sample_count(),
-            1
-        );
+        assert_eq!(metrics.whop_api_duration.with_label_values(&["jwks"]).get_sample_count(), 1);
 
         let signer = mock_signer();
         let signature = sign(&signer, b"header.payload");
-        assert_eq!(
-            set.check_signature(Some(DEFAULT_KID), b"header.payload", &signature),
-            SignatureCheck::Valid
-        );
-        assert_eq!(
-            set.check_signature(None, b"header.payload", &signature),
-            SignatureCheck::Valid
-        );
-        assert_eq!(
-            set.check_signature(Some(DEFAULT_KID), b"header.payloaX", &signature),
-            SignatureCheck::BadSignature
-        );
-        assert_eq!(
-            set.check_signature(None, b"header.payloaX", &signature),
-            SignatureCheck::BadSignature
-        );
+        assert_eq!(set.check_signature(Some(DEFAULT_KID), b"header.payload", &signature), SignatureCheck::Valid);
+        assert_eq!(set.check_signature(None, b"header.payload", &signature), SignatureCheck::Valid);
+        assert_eq!(set.check_signature(Some(DEFAULT_KID), b"header.payloaX", &signature), SignatureCheck::BadSignature);
+        assert_eq!(set.check_signature(None, b"header.payloaX", &signature), SignatureCheck::BadSignature);
         assert!(matches!(
             set.check_signature(Some("mock-key-404"), b"header.payload", &signature),
             SignatureCheck::UnknownKid { refetch: Some(_) }
@@ -826,19 +746,14 @@ mod tests {
         let pem = mock.public_key_pem().unwrap();
         let metrics = Arc::new(Metrics::new());
         let set = key_set(Some(&closed_port_url()), &[pem], &metrics, KeySetOptions::default());
-        tokio::time::timeout(Duration::from_secs(10), set.loaded())
-            .await
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), set.loaded()).await.unwrap();
         assert!(set.is_loaded());
         assert!(set.jwks_kids().is_empty());
         assert_eq!(set.static_key_count(), 2);
         assert_eq!(fetched(&metrics, "error"), 1);
         // The token's kid is unknown, but a configured key verifies it.
         let signature = sign(&mock_signer(), b"h.p");
-        assert_eq!(
-            set.check_signature(Some(DEFAULT_KID), b"h.p", &signature),
-            SignatureCheck::Valid
-        );
+        assert_eq!(set.check_signature(Some(DEFAULT_KID), b"h.p", &signature), SignatureCheck::Valid);
         assert_eq!(set.check_signature(None, b"h.p", &signature), SignatureCheck::Valid);
     }
 
@@ -896,10 +811,7 @@ mod tests {
         let mock = start_mock();
         let metrics = Arc::new(Metrics::new());
         let interval = Duration::from_millis(300);
-        let options = KeySetOptions {
-            min_refetch_interval: interval,
-            ..KeySetOptions::default()
-        };
+        let options = KeySetOptions { min_refetch_interval: interval, ..KeySetOptions::default() };
         let set = key_set(Some(&mock.jwks_url()), &[], &metrics, options);
         set.loaded().await;
         let started = Instant::now();
@@ -947,10 +859,7 @@ mod tests {
             set.check_signature(Some(DEFAULT_KID), b"h.p", &signature),
             SignatureCheck::UnknownKid { refetch: None }
         );
-        assert_eq!(
-            set.check_signature(None, b"h.p", &signature),
-            SignatureCheck::BadSignature
-        );
+        assert_eq!(set.check_signature(None, b"h.p", &signature), SignatureCheck::BadSignature);
         assert!(!set.refetch(set.generation()).await);
         assert_eq!(fetched(&metrics, "error") + fetched(&metrics, "200"), 0);
     }

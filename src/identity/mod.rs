@@ -6,6 +6,7 @@
 
 mod identifier;
 mod jwks;
+mod license_key;
 mod user_token;
 
 use std::fmt;
@@ -13,11 +14,12 @@ use std::sync::Arc;
 
 use http::header::HeaderValue;
 
-pub use identifier::{Credential, CredentialError, Identified, Identifier};
+pub use identifier::{Credential, CredentialError, Identified, Identifier, Sources};
 pub use jwks::{
     FETCH_TIMEOUT, Generation, InvalidPublicKey, KeySet, KeySetOptions, MIN_REFETCH_INTERVAL, REFRESH_INTERVAL,
     RETRY_AFTER_FAILURE, SignatureCheck, WHOP_STATIC_KEY_X, WHOP_STATIC_KEY_Y,
 };
+pub use license_key::{LicenseKeyError, LicenseKeyVerifier};
 pub use user_token::{
     ISSUER, MAX_CACHED_FOR, MAX_TOKEN_LEN, QUERY_PARAM, TokenError, UserTokenSetupError, UserTokenVerifier,
     Verification,
@@ -75,18 +77,23 @@ pub struct Identity {
     pub name: Option<Arc<str>>,
     /// Email, when the source knows it (sessions).
     pub email: Option<Arc<str>>,
+    /// Access decided by configuration instead of Whop (the dev identity).
+    pub fixed_access: Option<crate::whop::Access>,
 }
 
 impl Identity {
     /// An identity for `user_id` from `source`; `None` if the id cannot be a header value.
     pub fn new(user_id: &str, source: Source) -> Option<Self> {
         let user_header = HeaderValue::from_str(user_id).ok()?;
-        Some(Self {
-            user_id: Arc::from(user_id),
-            user_header,
-            source,
-            name: None,
-            email: None,
-        })
+        Some(Self { user_id: Arc::from(user_id), user_header, source, name: None, email: None, fixed_access: None })
+    }
+
+    /// The fixed local-development identity of `[identity.dev]`: no Whop call decides its access.
+    pub fn dev(config: &crate::config::DevConfig) -> Option<Self> {
+        let access = match config.access_level {
+            crate::config::AccessLevel::Customer => crate::whop::Access::Customer,
+            crate::config::AccessLevel::Admin => crate::whop::Access::Admin,
+        };
+        Some(Self { fixed_access: Some(access), ..Self::new(&config.user_id, Source::Dev)? })
     }
 }

@@ -235,15 +235,7 @@ impl UserTokenVerifier {
         runtime: Handle,
         max_cached_tokens: u64,
     ) -> Result<Arc<Self>, UserTokenSetupError> {
-        Self::with_options(
-            config,
-            app_id,
-            http,
-            metrics,
-            runtime,
-            max_cached_tokens,
-            KeySetOptions::default(),
-        )
+        Self::with_options(config, app_id, http, metrics, runtime, max_cached_tokens, KeySetOptions::default())
     }
 
     /// [`UserTokenVerifier::new`] with other key-set timings (tests shorten the refetch interval
@@ -260,14 +252,8 @@ impl UserTokenVerifier {
         if app_id.is_empty() {
             return Err(UserTokenSetupError::MissingAppId);
         }
-        let keys = KeySet::new(
-            config.jwks_url.as_ref(),
-            &config.public_keys,
-            http,
-            metrics.clone(),
-            &runtime,
-            options,
-        )?;
+        let keys =
+            KeySet::new(config.jwks_url.as_ref(), &config.public_keys, http, metrics.clone(), &runtime, options)?;
         let cache = TokenCache::new(max_cached_tokens, &metrics);
         let verifier = Arc::new(UserTokenVerifier {
             header: config.header.clone(),
@@ -454,11 +440,7 @@ impl UserTokenVerifier {
         if now > exp + self.leeway {
             return Err(TokenError::Expired);
         }
-        if [claims.nbf, claims.iat]
-            .into_iter()
-            .flatten()
-            .any(|t| t > now + self.leeway)
-        {
+        if [claims.nbf, claims.iat].into_iter().flatten().any(|t| t > now + self.leeway) {
             return Err(TokenError::NotYetValid);
         }
         if claims.iss.as_deref() != Some(ISSUER) {
@@ -469,11 +451,7 @@ impl UserTokenVerifier {
             Some(Value::String(_) | Value::Null) | None => return Err(TokenError::WrongAudience),
             Some(_) => return Err(TokenError::AudienceNotAString),
         }
-        let user_id = claims
-            .sub
-            .as_deref()
-            .filter(|sub| is_user_id(sub))
-            .ok_or(TokenError::BadSubject)?;
+        let user_id = claims.sub.as_deref().filter(|sub| is_user_id(sub)).ok_or(TokenError::BadSubject)?;
         Ok((user_id, exp + self.leeway))
     }
 
@@ -516,9 +494,7 @@ fn is_user_id(sub: &str) -> bool {
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]
@@ -548,24 +524,13 @@ mod tests {
     }
 
     fn config(jwks_url: Option<&str>) -> UserTokenConfig {
-        UserTokenConfig {
-            jwks_url: jwks_url.map(|u| u.parse().unwrap()),
-            ..UserTokenConfig::default()
-        }
+        UserTokenConfig { jwks_url: jwks_url.map(|u| u.parse().unwrap()), ..UserTokenConfig::default() }
     }
 
     fn verifier(config: &UserTokenConfig, metrics: &Arc<Metrics>, options: KeySetOptions) -> Arc<UserTokenVerifier> {
         let app_id = MockState::default().app_id;
-        UserTokenVerifier::with_options(
-            config,
-            &app_id,
-            client(),
-            metrics.clone(),
-            Handle::current(),
-            10_000,
-            options,
-        )
-        .unwrap()
+        UserTokenVerifier::with_options(config, &app_id, client(), metrics.clone(), Handle::current(), 10_000, options)
+            .unwrap()
     }
 
     /// A mock and a verifier on its JWKS, keys loaded.
@@ -574,11 +539,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let verifier = verifier(&config(&mock), &metrics, options);
         verifier.keys_loaded().await;
-        Fixture {
-            mock,
-            metrics,
-            verifier,
-        }
+        Fixture { mock, metrics, verifier }
     }
 
     async fn fixture() -> Fixture {
@@ -646,12 +607,7 @@ mod tests {
     }
 
     fn unsigned(header: Value, claims: &Value, signature: &[u8]) -> String {
-        format!(
-            "{}.{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes()),
-            b64(signature)
-        )
+        format!("{}.{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()), b64(signature))
     }
 
     fn closed_port_url() -> String {
@@ -693,11 +649,8 @@ mod tests {
             jsonwebtoken::encode(&hs256_header, &claims, &EncodingKey::from_secret(pem.as_bytes())).unwrap();
         // The same trick under an ES256 header: the HMAC is no ECDSA signature.
         let es256_header_hmac_signature = {
-            let input = format!(
-                "{}.{}",
-                b64(kid_header("ES256").to_string().as_bytes()),
-                b64(claims.to_string().as_bytes())
-            );
+            let input =
+                format!("{}.{}", b64(kid_header("ES256").to_string().as_bytes()), b64(claims.to_string().as_bytes()));
             let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, pem.as_bytes()), input.as_bytes());
             format!("{input}.{}", b64(tag.as_ref()))
         };
@@ -709,163 +662,63 @@ mod tests {
         let own_jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])});
 
         let cases: Vec<(&str, String, TokenError)> = vec![
-            (
-                "signed by a key not in the JWKS",
-                f.token(TokenOptions::foreign_key()),
-                BadSignature,
-            ),
+            ("signed by a key not in the JWKS", f.token(TokenOptions::foreign_key()), BadSignature),
             ("expired", f.token(TokenOptions::expired()), Expired),
-            (
-                "another issuer",
-                f.token(TokenOptions::issuer("urn:someone:else")),
-                WrongIssuer,
-            ),
-            (
-                "another app",
-                f.token(TokenOptions::audience("app_someoneelse01")),
-                WrongAudience,
-            ),
+            ("another issuer", f.token(TokenOptions::issuer("urn:someone:else")), WrongIssuer),
+            ("another app", f.token(TokenOptions::audience("app_someoneelse01")), WrongAudience),
             (
                 "aud as an array holding the app",
                 f.token(TokenOptions::audience_array([MockState::default().app_id])),
                 AudienceNotAString,
             ),
-            (
-                "alg none",
-                unsigned(json!({"alg": "none", "typ": "JWT"}), &claims, b""),
-                UnsupportedAlgorithm,
-            ),
-            (
-                "alg none with a kid",
-                unsigned(kid_header("none"), &claims, b""),
-                UnsupportedAlgorithm,
-            ),
-            (
-                "HS256 keyed with the public key PEM",
-                hs256_with_public_key,
-                UnsupportedAlgorithm,
-            ),
+            ("alg none", unsigned(json!({"alg": "none", "typ": "JWT"}), &claims, b""), UnsupportedAlgorithm),
+            ("alg none with a kid", unsigned(kid_header("none"), &claims, b""), UnsupportedAlgorithm),
+            ("HS256 keyed with the public key PEM", hs256_with_public_key, UnsupportedAlgorithm),
             ("ES256 header over an HMAC", es256_header_hmac_signature, BadSignature),
-            (
-                "RS256",
-                unsigned(kid_header("RS256"), &claims, &[7; 256]),
-                UnsupportedAlgorithm,
-            ),
-            (
-                "ES384",
-                unsigned(kid_header("ES384"), &claims, &[7; 96]),
-                UnsupportedAlgorithm,
-            ),
-            (
-                "es256 in lower case",
-                unsigned(kid_header("es256"), &claims, &[7; 64]),
-                UnsupportedAlgorithm,
-            ),
-            (
-                "no alg",
-                unsigned(json!({"kid": DEFAULT_KID}), &claims, &[7; 64]),
-                Malformed,
-            ),
+            ("RS256", unsigned(kid_header("RS256"), &claims, &[7; 256]), UnsupportedAlgorithm),
+            ("ES384", unsigned(kid_header("ES384"), &claims, &[7; 96]), UnsupportedAlgorithm),
+            ("es256 in lower case", unsigned(kid_header("es256"), &claims, &[7; 64]), UnsupportedAlgorithm),
+            ("no alg", unsigned(json!({"kid": DEFAULT_KID}), &claims, &[7; 64]), Malformed),
             (
                 "crit header",
-                sign_raw(
-                    &key,
-                    r#"{"alg":"ES256","kid":"mock-key-1","crit":["b64"],"b64":false}"#,
-                    &claims.to_string(),
-                ),
+                sign_raw(&key, r#"{"alg":"ES256","kid":"mock-key-1","crit":["b64"],"b64":false}"#, &claims.to_string()),
                 Malformed,
             ),
-            (
-                "garbage signature",
-                unsigned(kid_header("ES256"), &claims, &[7; 64]),
-                BadSignature,
-            ),
-            (
-                "short signature",
-                unsigned(kid_header("ES256"), &claims, &[7; 32]),
-                BadSignature,
-            ),
+            ("garbage signature", unsigned(kid_header("ES256"), &claims, &[7; 64]), BadSignature),
+            ("short signature", unsigned(kid_header("ES256"), &claims, &[7; 32]), BadSignature),
             (
                 "truncated in the signature",
                 // 84 of 86 characters: whole base64 quanta, 63 bytes.
                 valid[..valid.len() - 2].to_owned(),
                 BadSignature,
             ),
-            (
-                "truncated to an invalid base64 length",
-                valid[..valid.len() - 1].to_owned(),
-                Malformed,
-            ),
-            (
-                "truncated in the claims",
-                valid[..valid.len() / 2].to_owned(),
-                Malformed,
-            ),
-            (
-                "signature cut off",
-                valid[..valid.rfind('.').unwrap()].to_owned(),
-                Malformed,
-            ),
+            ("truncated to an invalid base64 length", valid[..valid.len() - 1].to_owned(), Malformed),
+            ("truncated in the claims", valid[..valid.len() / 2].to_owned(), Malformed),
+            ("signature cut off", valid[..valid.rfind('.').unwrap()].to_owned(), Malformed),
             ("a fourth part", format!("{valid}.AAAA"), Malformed),
             ("garbage", "definitely not a token".to_owned(), Malformed),
             ("three garbage parts", "a.b.c".to_owned(), Malformed),
             ("empty", String::new(), Malformed),
             ("too long", format!("{valid}{}", "A".repeat(MAX_TOKEN_LEN)), Malformed),
             ("no exp", signed(&without_claim("exp")), MissingExpiry),
-            (
-                "exp as a string",
-                signed(&with_claim("exp", json!("9999999999"))),
-                Malformed,
-            ),
-            (
-                "nbf in the future",
-                signed(&with_claim("nbf", json!(now() + 600))),
-                NotYetValid,
-            ),
-            (
-                "iat in the future",
-                signed(&with_claim("iat", json!(now() + 600))),
-                NotYetValid,
-            ),
+            ("exp as a string", signed(&with_claim("exp", json!("9999999999"))), Malformed),
+            ("nbf in the future", signed(&with_claim("nbf", json!(now() + 600))), NotYetValid),
+            ("iat in the future", signed(&with_claim("iat", json!(now() + 600))), NotYetValid),
             ("no iss", signed(&without_claim("iss")), WrongIssuer),
             ("no aud", signed(&without_claim("aud")), WrongAudience),
-            (
-                "aud as a number",
-                signed(&with_claim("aud", json!(5))),
-                AudienceNotAString,
-            ),
+            ("aud as a number", signed(&with_claim("aud", json!(5))), AudienceNotAString),
             (
                 "aud as an array with another app",
                 signed(&with_claim("aud", json!([MockState::default().app_id, "app_other"]))),
                 AudienceNotAString,
             ),
             ("no sub", signed(&without_claim("sub")), BadSubject),
-            (
-                "sub not a user",
-                signed(&with_claim("sub", json!("biz_mockcompany01"))),
-                BadSubject,
-            ),
-            (
-                "sub just the prefix",
-                signed(&with_claim("sub", json!("user_"))),
-                BadSubject,
-            ),
-            (
-                "sub with a space",
-                signed(&with_claim("sub", json!("user_a b"))),
-                BadSubject,
-            ),
-            (
-                "sub with a newline",
-                signed(&with_claim("sub", json!("user_a\nx-evil: 1"))),
-                BadSubject,
-            ),
+            ("sub not a user", signed(&with_claim("sub", json!("biz_mockcompany01"))), BadSubject),
+            ("sub just the prefix", signed(&with_claim("sub", json!("user_"))), BadSubject),
+            ("sub with a space", signed(&with_claim("sub", json!("user_a b"))), BadSubject),
+            ("sub with a newline", signed(&with_claim("sub", json!("user_a\nx-evil: 1"))), BadSubject),
             ("sub not ASCII", signed(&with_claim("sub", json!("user_é"))), BadSubject),
-            (
-                "sub too long",
-                signed(&with_claim("sub", json!(format!("user_{}", "a".repeat(200))))),
-                BadSubject,
-            ),
+            ("sub too long", signed(&with_claim("sub", json!(format!("user_{}", "a".repeat(200))))), BadSubject),
             ("sub as a number", signed(&with_claim("sub", json!(5))), Malformed),
             (
                 "a claim given twice",
@@ -878,11 +731,7 @@ mod tests {
             ),
             (
                 "signed by a key embedded in the header",
-                sign_raw(
-                    &own,
-                    &json!({"alg": "ES256", "jwk": own_jwk}).to_string(),
-                    &claims.to_string(),
-                ),
+                sign_raw(&own, &json!({"alg": "ES256", "jwk": own_jwk}).to_string(), &claims.to_string()),
                 BadSignature,
             ),
             (
@@ -894,11 +743,7 @@ mod tests {
                 ),
                 BadSignature,
             ),
-            (
-                "claims not JSON",
-                sign_raw(&key, r#"{"alg":"ES256","kid":"mock-key-1"}"#, "user_alice"),
-                Malformed,
-            ),
+            ("claims not JSON", sign_raw(&key, r#"{"alg":"ES256","kid":"mock-key-1"}"#, "user_alice"), Malformed),
         ];
         for (what, token, expected) in &cases {
             match f.verifier.verify_now(token) {
@@ -913,60 +758,35 @@ mod tests {
         assert_eq!(f.cache_count("hit"), 0);
         // The controls: the hand-made tokens do verify when nothing is broken.
         assert!(f.verifier.verify(&signed(&good_claims())).await.is_ok());
-        assert!(
-            f.verifier
-                .verify(&signed(&with_claim("nbf", json!(now()))))
-                .await
-                .is_ok()
-        );
+        assert!(f.verifier.verify(&signed(&with_claim("nbf", json!(now())))).await.is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_leeway_covers_clock_skew_and_no_more() {
         let f = fixture_with(
-            |mock| UserTokenConfig {
-                leeway: Duration::from_secs(2 * 3600),
-                ..config(Some(&mock.jwks_url()))
-            },
+            |mock| UserTokenConfig { leeway: Duration::from_secs(2 * 3600), ..config(Some(&mock.jwks_url())) },
             KeySetOptions::default(),
         )
         .await;
         // Expired an hour ago: inside a two-hour leeway.
         assert!(f.verifier.verify(&f.token(TokenOptions::expired())).await.is_ok());
-        assert!(
-            f.verifier
-                .verify(&signed(&with_claim("iat", json!(now() + 600))))
-                .await
-                .is_ok()
-        );
+        assert!(f.verifier.verify(&signed(&with_claim("iat", json!(now() + 600)))).await.is_ok());
         assert_eq!(
-            f.verifier
-                .verify(&signed(&with_claim("exp", json!(now() - 3 * 3600))))
-                .await
-                .err(),
+            f.verifier.verify(&signed(&with_claim("exp", json!(now() - 3 * 3600)))).await.err(),
             Some(TokenError::Expired)
         );
         assert_eq!(
-            f.verifier
-                .verify(&signed(&with_claim("nbf", json!(now() + 3 * 3600))))
-                .await
-                .err(),
+            f.verifier.verify(&signed(&with_claim("nbf", json!(now() + 3 * 3600)))).await.err(),
             Some(TokenError::NotYetValid)
         );
 
         let strict = fixture_with(
-            |mock| UserTokenConfig {
-                leeway: Duration::ZERO,
-                ..config(Some(&mock.jwks_url()))
-            },
+            |mock| UserTokenConfig { leeway: Duration::ZERO, ..config(Some(&mock.jwks_url())) },
             KeySetOptions::default(),
         )
         .await;
         let just_expired = signed(&with_claim("exp", json!(now() - 2)));
-        assert_eq!(
-            strict.verifier.verify(&just_expired).await.err(),
-            Some(TokenError::Expired)
-        );
+        assert_eq!(strict.verifier.verify(&just_expired).await.err(), Some(TokenError::Expired));
         assert!(f.verifier.verify(&just_expired).await.is_ok());
     }
 
@@ -985,10 +805,7 @@ mod tests {
         // Without a JWKS, a configured public key verifies kid-less tokens and kid'd ones alike.
         let metrics = Arc::new(Metrics::new());
         let keys_only = verifier(
-            &UserTokenConfig {
-                public_keys: vec![f.mock.public_key_pem().unwrap()],
-                ..config(None)
-            },
+            &UserTokenConfig { public_keys: vec![f.mock.public_key_pem().unwrap()], ..config(None) },
             &metrics,
             KeySetOptions::default(),
         );
@@ -996,10 +813,7 @@ mod tests {
         assert!(keys_only.verify(&f.token(TokenOptions::without_kid())).await.is_ok());
         assert!(keys_only.verify(&f.mock.mint_token(USER).unwrap()).await.is_ok());
         let forged_kid = sign_raw(&foreign, r#"{"alg":"ES256","kid":"k9"}"#, &good_claims().to_string());
-        assert!(matches!(
-            keys_only.verify_now(&forged_kid),
-            Verification::Invalid(TokenError::UnknownKey)
-        ));
+        assert!(matches!(keys_only.verify_now(&forged_kid), Verification::Invalid(TokenError::UnknownKey)));
         assert_eq!(f.jwks_calls(), 1);
     }
 
@@ -1019,12 +833,7 @@ mod tests {
         assert_eq!(f.verifier.keys().jwks_kids(), [kid]);
 
         // More tokens of the new key need nothing more.
-        assert!(
-            f.verifier
-                .verify(&f.mock.mint_token("user_carol").unwrap())
-                .await
-                .is_ok()
-        );
+        assert!(f.verifier.verify(&f.mock.mint_token("user_carol").unwrap()).await.is_ok());
         // The token verified before the rotation stays good until its exp (it is remembered)…
         assert!(f.verifier.verify(&before).await.is_ok());
         // …but a new token of the withdrawn key names a kid the JWKS no longer has; asking again
@@ -1037,16 +846,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flood_of_unknown_kids_refetches_at_most_once_per_interval() {
         let interval = Duration::from_millis(500);
-        let options = KeySetOptions {
-            min_refetch_interval: interval,
-            ..KeySetOptions::default()
-        };
+        let options = KeySetOptions { min_refetch_interval: interval, ..KeySetOptions::default() };
         let f = fixture_with(|mock| config(Some(&mock.jwks_url())), options).await;
         f.mock.reset_calls();
         let flood = |wave: usize| -> Vec<String> {
-            (0..1000)
-                .map(|i| f.token(TokenOptions::with_kid(format!("unknown-{wave}-{i}"))))
-                .collect()
+            (0..1000).map(|i| f.token(TokenOptions::with_kid(format!("unknown-{wave}-{i}")))).collect()
         };
         let verify_all = |tokens: Vec<String>| {
             join_all(tokens.into_iter().map(|token| {
@@ -1086,14 +890,10 @@ mod tests {
     async fn an_unreachable_jwks_leaves_the_static_keys_working() {
         let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
         let metrics = Arc::new(Metrics::new());
-        let config = UserTokenConfig {
-            public_keys: vec![mock.public_key_pem().unwrap()],
-            ..config(Some(&closed_port_url()))
-        };
+        let config =
+            UserTokenConfig { public_keys: vec![mock.public_key_pem().unwrap()], ..config(Some(&closed_port_url())) };
         let verifier = verifier(&config, &metrics, KeySetOptions::default());
-        tokio::time::timeout(Duration::from_secs(10), verifier.keys_loaded())
-            .await
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), verifier.keys_loaded()).await.unwrap();
         assert!(verifier.keys_are_loaded());
         assert!(verifier.keys().jwks_kids().is_empty());
         // The built-in Whop key and the configured one.
@@ -1102,10 +902,7 @@ mod tests {
         let no_kid = mock.mint_token_with(USER, TokenOptions::without_kid()).unwrap();
         assert!(verifier.verify(&no_kid).await.is_ok());
         let foreign = mock.mint_token_with(USER, TokenOptions::with_kid("elsewhere")).unwrap();
-        assert!(
-            verifier.verify(&foreign).await.is_ok(),
-            "the configured key made it, whatever its kid"
-        );
+        assert!(verifier.verify(&foreign).await.is_ok(), "the configured key made it, whatever its kid");
         assert_eq!(metrics.whop_api_requests.with_label_values(&["jwks", "error"]).get(), 1);
     }
 
@@ -1134,10 +931,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_remembered_token_is_forgotten_at_its_exp() {
         let f = fixture_with(
-            |mock| UserTokenConfig {
-                leeway: Duration::ZERO,
-                ..config(Some(&mock.jwks_url()))
-            },
+            |mock| UserTokenConfig { leeway: Duration::ZERO, ..config(Some(&mock.jwks_url())) },
             KeySetOptions::default(),
         )
         .await;
@@ -1151,10 +945,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // Never served past its exp…
-        assert!(matches!(
-            f.verifier.verify_now(&token),
-            Verification::Invalid(TokenError::Expired)
-        ));
+        assert!(matches!(f.verifier.verify_now(&token), Verification::Invalid(TokenError::Expired)));
         // …and gone from the count once the cache's timer wheel (about 1 s per tick) gets there.
         let deadline = Instant::now() + Duration::from_secs(5);
         while f.verifier.cached_tokens() > 0 && Instant::now() < deadline {
@@ -1162,10 +953,7 @@ mod tests {
         }
         assert_eq!(f.verifier.cached_tokens(), 0);
         assert_eq!(f.metrics.cache_entries("token").get(), 0);
-        assert!(matches!(
-            f.verifier.verify_now(&token),
-            Verification::Invalid(TokenError::Expired)
-        ));
+        assert!(matches!(f.verifier.verify_now(&token), Verification::Invalid(TokenError::Expired)));
         assert_eq!(f.cache_count("hit"), 1);
     }
 
@@ -1173,19 +961,10 @@ mod tests {
     async fn the_token_comes_from_the_header_or_the_dev_query_parameter() {
         let metrics = Arc::new(Metrics::new());
         let plain = verifier(&config(None), &metrics, KeySetOptions::default());
-        let dev = verifier(
-            &UserTokenConfig {
-                accept_query_param: true,
-                ..config(None)
-            },
-            &metrics,
-            KeySetOptions::default(),
-        );
+        let dev =
+            verifier(&UserTokenConfig { accept_query_param: true, ..config(None) }, &metrics, KeySetOptions::default());
         let custom = verifier(
-            &UserTokenConfig {
-                header: HeaderName::from_static("x-token"),
-                ..config(None)
-            },
+            &UserTokenConfig { header: HeaderName::from_static("x-token"), ..config(None) },
             &metrics,
             KeySetOptions::default(),
         );
@@ -1195,22 +974,11 @@ mod tests {
         let query = Some("a=1&whop-dev-user-token=eyJ.query%2Etoken&b=2");
 
         assert_eq!(plain.find_token(&headers, None).as_deref(), Some("eyJ.header.token"));
-        assert_eq!(
-            plain.find_token(&none, query),
-            None,
-            "the query is read only when enabled"
-        );
+        assert_eq!(plain.find_token(&none, query), None, "the query is read only when enabled");
         assert_eq!(custom.find_token(&headers, None), None);
-        assert_eq!(
-            dev.find_token(&headers, query).as_deref(),
-            Some("eyJ.header.token"),
-            "the header wins"
-        );
+        assert_eq!(dev.find_token(&headers, query).as_deref(), Some("eyJ.header.token"), "the header wins");
         assert_eq!(dev.find_token(&none, query).as_deref(), Some("eyJ.query.token"));
-        assert_eq!(
-            dev.find_token(&none, Some("whop-dev-user-token=a.b.c")).as_deref(),
-            Some("a.b.c")
-        );
+        assert_eq!(dev.find_token(&none, Some("whop-dev-user-token=a.b.c")).as_deref(), Some("a.b.c"));
         assert_eq!(dev.find_token(&none, Some("xwhop-dev-user-token=a.b.c")), None);
         assert_eq!(dev.find_token(&none, Some("a=1")), None);
         assert_eq!(dev.find_token(&none, None), None);
@@ -1231,10 +999,7 @@ mod tests {
         let mut opaque = HeaderMap::new();
         opaque.insert("x-whop-user-token", HeaderValue::from_bytes(b"a.b\xff.c").unwrap());
         assert_eq!(plain.find_token(&opaque, None).as_deref(), Some(""));
-        assert!(matches!(
-            plain.verify_now(""),
-            Verification::Invalid(TokenError::Malformed)
-        ));
+        assert!(matches!(plain.verify_now(""), Verification::Invalid(TokenError::Malformed)));
     }
 
     #[tokio::test]
@@ -1279,51 +1044,28 @@ mod tests {
         for e in all {
             let text = format!("{e} {e:?} {:?} {}", Verification::Invalid(e), e.as_str());
             assert!(text.starts_with("the user token"), "{text}");
-            assert!(
-                !text.contains("eyJ") && !text.contains(&token[token.len() - 20..]),
-                "{text}"
-            );
+            assert!(!text.contains("eyJ") && !text.contains(&token[token.len() - 20..]), "{text}");
         }
 
         let metrics = Arc::new(Metrics::new());
         let secret_body = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEc2VjcmV0";
         let config = UserTokenConfig {
-            public_keys: vec![format!(
-                "-----BEGIN PUBLIC KEY-----\n{secret_body}\n-----END PUBLIC KEY-----\n"
-            )],
+            public_keys: vec![format!("-----BEGIN PUBLIC KEY-----\n{secret_body}\n-----END PUBLIC KEY-----\n")],
             ..config(None)
         };
-        let err = UserTokenVerifier::new(&config, "app_x", client(), metrics.clone(), Handle::current(), 10)
-            .err()
-            .unwrap();
-        assert_eq!(
-            err,
-            UserTokenSetupError::InvalidPublicKey(InvalidPublicKey { index: 0 })
-        );
+        let err =
+            UserTokenVerifier::new(&config, "app_x", client(), metrics.clone(), Handle::current(), 10).err().unwrap();
+        assert_eq!(err, UserTokenSetupError::InvalidPublicKey(InvalidPublicKey { index: 0 }));
         let text = format!("{err} {err:?}");
         assert!(text.contains("public_keys[0]") && !text.contains(secret_body), "{text}");
-        let err = UserTokenVerifier::new(
-            &self::config(None),
-            "",
-            client(),
-            metrics.clone(),
-            Handle::current(),
-            10,
-        )
-        .err()
-        .unwrap();
+        let err = UserTokenVerifier::new(&self::config(None), "", client(), metrics.clone(), Handle::current(), 10)
+            .err()
+            .unwrap();
         assert_eq!(err, UserTokenSetupError::MissingAppId);
 
         // A verifier holding a token shows neither it nor its parts.
-        let pem = MockState::default()
-            .resolve()
-            .unwrap()
-            .public_key_pem(DEFAULT_KID)
-            .unwrap();
-        let config = UserTokenConfig {
-            public_keys: vec![pem],
-            ..self::config(None)
-        };
+        let pem = MockState::default().resolve().unwrap().public_key_pem(DEFAULT_KID).unwrap();
+        let config = UserTokenConfig { public_keys: vec![pem], ..self::config(None) };
         let v = verifier(&config, &metrics, KeySetOptions::default());
         assert!(v.verify(&token).await.is_ok());
         let text = format!("{v:?}");

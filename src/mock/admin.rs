@@ -23,11 +23,9 @@ impl From<MockError> for Reply {
         match e {
             MockError::NotFound(_) => Reply::not_found(e.to_string()),
             MockError::BadRequest(_) | MockError::InvalidState(_) => Reply::bad_request(e.to_string()),
-            MockError::Io { .. } | MockError::Crypto(_) => Reply::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_server_error",
-                e.to_string(),
-            ),
+            MockError::Io { .. } | MockError::Crypto(_) => {
+                Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "internal_server_error", e.to_string())
+            }
         }
     }
 }
@@ -41,14 +39,14 @@ pub(crate) async fn handle(inner: &Inner, method: &Method, path: &str, query: &Q
     let result = match (sub, method) {
         ("", &Method::GET) => Ok(Reply::ok(index())),
         ("/state", &Method::GET) => Ok(Reply::ok(json!(inner.state()))),
-        ("/state", &Method::PUT) => MockState::from_json(&body)
-            .and_then(|s| inner.replace_state(s))
-            .map(|()| Reply::ok(json!(inner.state()))),
+        ("/state", &Method::PUT) => {
+            MockState::from_json(&body).and_then(|s| inner.replace_state(s)).map(|()| Reply::ok(json!(inner.state())))
+        }
         ("/reset", &Method::POST) => inner.reset().map(|()| ok()),
         ("/access", &Method::POST) => set_access(inner, &body),
-        ("/memberships", &Method::POST) => parse::<Value>(&body)
-            .and_then(|patch| inner.patch_membership(patch))
-            .map(|m| Reply::ok(json!(m))),
+        ("/memberships", &Method::POST) => {
+            parse::<Value>(&body).and_then(|patch| inner.patch_membership(patch)).map(|m| Reply::ok(json!(m)))
+        }
         ("/faults", &Method::GET) => Ok(Reply::ok(inner.faults_json())),
         ("/faults", &Method::POST) => set_fault(inner, &body),
         ("/faults", &Method::DELETE) => clear_faults(inner, query),
@@ -72,9 +70,7 @@ pub(crate) async fn handle(inner: &Inner, method: &Method, path: &str, query: &Q
             "method_not_allowed",
             format!("{method} is not allowed on {path}; GET /_mock lists the control API"),
         )),
-        _ => Ok(Reply::not_found(format!(
-            "No control endpoint {path}; GET /_mock lists them"
-        ))),
+        _ => Ok(Reply::not_found(format!("No control endpoint {path}; GET /_mock lists them"))),
     };
     result.unwrap_or_else(Reply::from)
 }
@@ -85,11 +81,7 @@ fn ok() -> Reply {
 
 /// Parses a JSON body; an empty body reads as `{}` so that bodiless POSTs take the defaults.
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, MockError> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
     serde_json::from_slice(body).map_err(|e| MockError::BadRequest(format!("JSON body: {e}")))
 }
 
@@ -126,9 +118,7 @@ struct AccessBody {
 fn set_access(inner: &Inner, body: &[u8]) -> Result<Reply, MockError> {
     let b: AccessBody = parse(body)?;
     inner.set_access(&b.user_id, &b.resource_id, b.access_level)?;
-    let level = inner
-        .with_world(|w| w.state.access_level(&b.user_id, &b.resource_id))
-        .unwrap_or(AccessLevel::NoAccess);
+    let level = inner.with_world(|w| w.state.access_level(&b.user_id, &b.resource_id)).unwrap_or(AccessLevel::NoAccess);
     Ok(Reply::ok(json!({
         "user_id": b.user_id,
         "resource_id": b.resource_id,

@@ -117,10 +117,9 @@ pub(crate) fn route(method: &Method, path: &str) -> Option<Route> {
     let dec = |s: &str| percent_decode(s, false).filter(|d| !d.is_empty());
     match segs.as_slice() {
         [".well-known", "jwks.json"] => Some(Route::Jwks),
-        ["api", "v1", "users", user, "access", resource] => Some(Route::Access {
-            user: dec(user)?,
-            resource: dec(resource)?,
-        }),
+        ["api", "v1", "users", user, "access", resource] => {
+            Some(Route::Access { user: dec(user)?, resource: dec(resource)? })
+        }
         ["api", "v1", "memberships", id] => Some(Route::Membership { id: dec(id)? }),
         ["api", "v1", "members"] => Some(Route::Members),
         ["api", "v2", "memberships"] => Some(Route::MembershipsV2),
@@ -174,9 +173,7 @@ fn membership(state: &MockState, id: &str, query: &Query, scope: Option<&str>) -
         Some("flat") => MembershipShape::Flat,
         Some("nested") => MembershipShape::Nested,
         Some(other) => {
-            return Err(Reply::bad_request(format!(
-                "mock_shape must be flat or nested, not {other:?}"
-            )));
+            return Err(Reply::bad_request(format!("mock_shape must be flat or nested, not {other:?}")));
         }
     };
     let m = state
@@ -241,10 +238,7 @@ fn membership_v1(state: &MockState, m: &Membership, shape: MembershipShape) -> V
             obj.insert("user".into(), user_json(state, &m.user_id));
             obj.insert("plan".into(), json!({ "id": m.plan() }));
             let company = company_id.as_deref().and_then(|c| state.company(c));
-            obj.insert(
-                "company".into(),
-                json!(company.map(|c| json!({ "id": c.id, "title": c.title }))),
-            );
+            obj.insert("company".into(), json!(company.map(|c| json!({ "id": c.id, "title": c.title }))));
             obj.insert("member".into(), json!({ "id": member_id(&m.user_id) }));
         }
     }
@@ -295,10 +289,7 @@ fn filtered<'a>(
     let valid = bool_param(query, "valid")?.or(default_valid);
     let status = match query.get("status") {
         None | Some("") => None,
-        Some(s) => Some(
-            s.parse::<MembershipStatus>()
-                .map_err(|e| Reply::bad_request(e.to_string()))?,
-        ),
+        Some(s) => Some(s.parse::<MembershipStatus>().map_err(|e| Reply::bad_request(e.to_string()))?),
     };
     let user = query.get("user_id").filter(|s| !s.is_empty());
     let product = query.get("product_id").filter(|s| !s.is_empty());
@@ -323,11 +314,7 @@ fn page_of<T: Copy>(items: &[T], page: usize, per: usize) -> (Vec<T>, usize) {
 }
 
 fn email_of(state: &MockState, user_id: &str) -> Option<String> {
-    state
-        .users
-        .iter()
-        .find(|u| u.id == user_id)
-        .and_then(|u| u.email.clone())
+    state.users.iter().find(|u| u.id == user_id).and_then(|u| u.email.clone())
 }
 
 /// `GET /api/v2/memberships`: `product`, `user`, `plan` are ids (unexpanded), and the
@@ -408,9 +395,8 @@ fn members(state: &MockState, query: &Query, scope: Option<&str>) -> Result<Repl
             scope.ok_or_else(|| Reply::bad_request("company_id is required (this API key belongs to no company)"))?
         }
     };
-    let company = state
-        .company(company_id)
-        .ok_or_else(|| Reply::not_found(format!("Company not found: {company_id}")))?;
+    let company =
+        state.company(company_id).ok_or_else(|| Reply::not_found(format!("Company not found: {company_id}")))?;
     let wanted = query.all(&["user_ids[]", "user_ids"]);
     let data: Vec<Value> = state
         .users
@@ -436,10 +422,7 @@ fn member_json(state: &MockState, company_id: &str, u: &User) -> Option<Value> {
         .filter(|m| m.user_id == u.id && state.membership_company(m) == Some(company_id))
         .collect();
     let is_admin = state.company(company_id).is_some_and(|c| c.admins.contains(&u.id));
-    let has_override = state
-        .access
-        .iter()
-        .any(|g| g.user_id == u.id && g.resource_id == company_id);
+    let has_override = state.access.iter().any(|g| g.user_id == u.id && g.resource_id == company_id);
     if memberships.is_empty() && !is_admin && !has_override {
         return None;
     }
@@ -451,11 +434,7 @@ fn member_json(state: &MockState, company_id: &str, u: &User) -> Option<Value> {
     } else {
         "left"
     };
-    let created = memberships
-        .iter()
-        .map(|m| m.created())
-        .min()
-        .unwrap_or(super::state::DEFAULT_CREATED_AT);
+    let created = memberships.iter().map(|m| m.created()).min().unwrap_or(super::state::DEFAULT_CREATED_AT);
     let updated = memberships.iter().map(|m| m.updated()).max().unwrap_or(created);
     Some(json!({
         "id": member_id(&u.id),
@@ -489,9 +468,7 @@ mod tests {
     fn get(path_and_query: &str) -> Reply {
         let s = state();
         let keys = KeyRing::new(&s).unwrap();
-        let (path, q) = path_and_query
-            .split_once('?')
-            .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
+        let (path, q) = path_and_query.split_once('?').map_or((path_and_query, None), |(p, q)| (p, Some(q)));
         let r = route(&Method::GET, path).expect("route");
         answer(&s, &keys, &r, &Query::parse(q), Some(&s.api_keys[0]))
     }
@@ -500,10 +477,7 @@ mod tests {
     fn routes() {
         assert_eq!(
             route(&Method::GET, "/api/v1/users/user_a%20b/access/prod_x"),
-            Some(Route::Access {
-                user: "user_a b".into(),
-                resource: "prod_x".into()
-            })
+            Some(Route::Access { user: "user_a b".into(), resource: "prod_x".into() })
         );
         assert_eq!(route(&Method::POST, "/api/v1/members"), None);
         assert_eq!(route(&Method::GET, "/api/v1/members/"), None);

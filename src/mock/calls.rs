@@ -67,11 +67,7 @@ impl CallLog {
 
     /// Arrival times of the calls of one kind (`None`: every call).
     pub(crate) fn times(&self, kind: Option<EndpointKind>) -> Vec<Instant> {
-        self.records
-            .iter()
-            .filter(|r| kind.is_none() || r.kind == kind)
-            .map(|r| r.at)
-            .collect()
+        self.records.iter().filter(|r| kind.is_none() || r.kind == kind).map(|r| r.at).collect()
     }
 
     /// The JSON of `GET /_mock/calls`.
@@ -88,10 +84,7 @@ impl CallLog {
             .records
             .iter()
             .map(|r| {
-                let unix_ms = r
-                    .at_system
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
+                let unix_ms = r.at_system.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
                 json!({
                     "endpoint": r.kind.map(|k| k.as_str()),
                     "method": r.method,

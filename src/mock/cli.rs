@@ -21,22 +21,12 @@ fn load(state_file: Option<&Path>) -> Result<MockState, MockError> {
 /// `mock Whop API listening on http://ADDR (api key: mock_api_key, app id: app_…)`.
 pub async fn run_cli(listen: SocketAddr, state_file: Option<&Path>) -> Result<(), MockError> {
     let state = load(state_file)?;
-    let mock = MockWhop::start(listen, state).map_err(|source| MockError::Io {
-        context: format!("listening on {listen}"),
-        source,
-    })?;
-    println!(
-        "mock Whop API listening on {} (api key: {}, app id: {})",
-        mock.base_url(),
-        mock.api_key(),
-        mock.app_id()
-    );
+    let mock = MockWhop::start(listen, state)
+        .map_err(|source| MockError::Io { context: format!("listening on {listen}"), source })?;
+    println!("mock Whop API listening on {} (api key: {}, app id: {})", mock.base_url(), mock.api_key(), mock.app_id());
     let signal = wait_for_signal().await;
     mock.shutdown().await;
-    signal.map_err(|source| MockError::Io {
-        context: "waiting for Ctrl-C/SIGTERM".into(),
-        source,
-    })
+    signal.map_err(|source| MockError::Io { context: "waiting for Ctrl-C/SIGTERM".into(), source })
 }
 
 #[cfg(unix)]
@@ -83,10 +73,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "[[users]]\nid = \"user_a\"\nfavourite = 1\n").unwrap();
-        let e = run_cli("127.0.0.1:0".parse().unwrap(), Some(&path))
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = run_cli("127.0.0.1:0".parse().unwrap(), Some(&path)).await.unwrap_err().to_string();
         assert!(e.contains("bad.toml") && e.contains("favourite"), "{e}");
 
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -111,9 +98,7 @@ mod tests {
         assert!(e.contains("generate = true"), "{e}");
         std::fs::write(&path, "app_id = \"app_other\"\n").unwrap();
         let t = token_cli("user_alice", Some(&path)).unwrap();
-        let c = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&t)
-            .unwrap()
-            .claims;
+        let c = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&t).unwrap().claims;
         assert_eq!(c["aud"], "app_other");
     }
 }

@@ -69,18 +69,12 @@ impl Fault {
 
     /// 500 on every call until cleared.
     pub fn error() -> Fault {
-        Fault::Error {
-            status: 500,
-            times: None,
-        }
+        Fault::Error { status: 500, times: None }
     }
 
     /// 500 on the next `n` calls.
     pub fn error_times(n: u32) -> Fault {
-        Fault::Error {
-            status: 500,
-            times: Some(n),
-        }
+        Fault::Error { status: 500, times: Some(n) }
     }
 
     /// Never answer.
@@ -90,20 +84,12 @@ impl Fault {
 
     /// 429 "Try again in `secs` seconds." on every call until cleared, without `Retry-After`.
     pub fn rate_limited(secs: u64) -> Fault {
-        Fault::RateLimited {
-            retry_after: secs,
-            header: false,
-            times: None,
-        }
+        Fault::RateLimited { retry_after: secs, header: false, times: None }
     }
 
     /// 429 "Try again in `secs` seconds." with `Retry-After: secs`, on every call until cleared.
     pub fn rate_limited_with_header(secs: u64) -> Fault {
-        Fault::RateLimited {
-            retry_after: secs,
-            header: true,
-            times: None,
-        }
+        Fault::RateLimited { retry_after: secs, header: true, times: None }
     }
 
     fn check(&self) -> Result<(), MockError> {
@@ -111,9 +97,9 @@ impl Fault {
             Fault::Error { status, .. } if !(500..=599).contains(status) => {
                 Err(MockError::BadRequest(format!("error status must be 5xx, not {status}")))
             }
-            Fault::Error { times: Some(0), .. } | Fault::RateLimited { times: Some(0), .. } => Err(
-                MockError::BadRequest("times must be at least 1 (leave it out for \"until cleared\")".into()),
-            ),
+            Fault::Error { times: Some(0), .. } | Fault::RateLimited { times: Some(0), .. } => {
+                Err(MockError::BadRequest("times must be at least 1 (leave it out for \"until cleared\")".into()))
+            }
             _ => Ok(()),
         }
     }
@@ -146,11 +132,7 @@ impl fmt::Display for FaultScope {
 impl FromStr for FaultScope {
     type Err = MockError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "all" {
-            Ok(FaultScope::All)
-        } else {
-            s.parse().map(FaultScope::Endpoint)
-        }
+        if s == "all" { Ok(FaultScope::All) } else { s.parse().map(FaultScope::Endpoint) }
     }
 }
 
@@ -236,17 +218,9 @@ fn take_failure(slot: &mut Option<Fault>) -> Option<Failure> {
         Fault::Latency { .. } => return None,
         Fault::Hang => (Failure::Hang, None),
         Fault::Error { status, times } => (Failure::Error { status: *status }, times.as_mut()),
-        Fault::RateLimited {
-            retry_after,
-            header,
-            times,
-        } => (
-            Failure::RateLimited {
-                retry_after: *retry_after,
-                header: *header,
-            },
-            times.as_mut(),
-        ),
+        Fault::RateLimited { retry_after, header, times } => {
+            (Failure::RateLimited { retry_after: *retry_after, header: *header }, times.as_mut())
+        }
     };
     if let Some(n) = times {
         *n = n.saturating_sub(1);
@@ -269,10 +243,7 @@ impl RateLimiter {
     pub(crate) fn check(&mut self, per_minute: u32, kind: EndpointKind, key: &str, now: Instant) -> Result<(), u64> {
         const WINDOW: Duration = Duration::from_secs(60);
         let window = self.windows.entry((kind, key.to_owned())).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
-        {
+        while window.front().is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW) {
             window.pop_front();
         }
         if window.len() < per_minute as usize {
@@ -310,21 +281,13 @@ mod tests {
     #[test]
     fn latency_adds_and_kind_failure_wins() {
         let mut t = FaultTable::default();
-        t.set(FaultScope::All, Fault::latency(Duration::from_millis(100)))
-            .unwrap();
-        t.set(EndpointKind::Access.into(), Fault::latency(Duration::from_millis(50)))
-            .unwrap();
+        t.set(FaultScope::All, Fault::latency(Duration::from_millis(100))).unwrap();
+        t.set(EndpointKind::Access.into(), Fault::latency(Duration::from_millis(50))).unwrap();
         t.set(FaultScope::All, Fault::error()).unwrap();
         t.set(EndpointKind::Access.into(), Fault::rate_limited(3)).unwrap();
         let (lat, f) = t.take(EndpointKind::Access);
         assert_eq!(lat, Duration::from_millis(150));
-        assert_eq!(
-            f,
-            Some(Failure::RateLimited {
-                retry_after: 3,
-                header: false
-            })
-        );
+        assert_eq!(f, Some(Failure::RateLimited { retry_after: 3, header: false }));
         let (lat, f) = t.take(EndpointKind::Members);
         assert_eq!(lat, Duration::from_millis(100));
         assert_eq!(f, Some(Failure::Error { status: 500 }));
@@ -342,21 +305,9 @@ mod tests {
         assert_eq!(f, Fault::error_times(1));
         assert!(serde_json::from_str::<Fault>(r#"{"type":"explode"}"#).is_err());
         let mut t = FaultTable::default();
-        assert!(
-            t.set(
-                FaultScope::All,
-                Fault::Error {
-                    status: 404,
-                    times: None
-                }
-            )
-            .is_err()
-        );
+        assert!(t.set(FaultScope::All, Fault::Error { status: 404, times: None }).is_err());
         assert_eq!("all".parse::<FaultScope>().unwrap(), FaultScope::All);
-        assert_eq!(
-            "memberships_v5".parse::<FaultScope>().unwrap(),
-            FaultScope::Endpoint(EndpointKind::MembershipsV5)
-        );
+        assert_eq!("memberships_v5".parse::<FaultScope>().unwrap(), FaultScope::Endpoint(EndpointKind::MembershipsV5));
     }
 
     #[test]

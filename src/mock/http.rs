@@ -17,20 +17,12 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub(crate) fn ok(body: Value) -> Reply {
-        Reply {
-            status: StatusCode::OK,
-            body,
-            headers: Vec::new(),
-        }
+        Reply { status: StatusCode::OK, body, headers: Vec::new() }
     }
 
     /// Whop's error shape: `{"error":{"type":…,"message":…}}`.
     pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Reply {
-        Reply {
-            status,
-            body: json!({ "error": { "type": kind, "message": message.into() } }),
-            headers: Vec::new(),
-        }
+        Reply { status, body: json!({ "error": { "type": kind, "message": message.into() } }), headers: Vec::new() }
     }
 
     pub(crate) fn not_found(message: impl Into<String>) -> Reply {
@@ -65,8 +57,7 @@ impl Reply {
             format!("Try again in {retry_after} seconds."),
         );
         if header {
-            r.headers
-                .push((http::header::RETRY_AFTER, HeaderValue::from(retry_after)));
+            r.headers.push((http::header::RETRY_AFTER, HeaderValue::from(retry_after)));
         }
         r
     }
@@ -136,11 +127,7 @@ impl Query {
 
     /// Every value of any of `names`.
     pub(crate) fn all(&self, names: &[&str]) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(k, _)| names.contains(&k.as_str()))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.0.iter().filter(|(k, _)| names.contains(&k.as_str())).map(|(_, v)| v.as_str()).collect()
     }
 }
 
@@ -170,10 +157,7 @@ mod tests {
     fn rate_limited_reply_is_whops() {
         let r = Reply::rate_limited(12, true);
         assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(
-            r.body,
-            json!({"error":{"type":"rate_limit_exceeded","message":"Try again in 12 seconds."}})
-        );
+        assert_eq!(r.body, json!({"error":{"type":"rate_limit_exceeded","message":"Try again in 12 seconds."}}));
         assert_eq!(r.headers[0].1, "12");
         assert!(Reply::rate_limited(3, false).headers.is_empty());
     }

@@ -77,74 +77,47 @@ pub struct TokenOptions {
 impl TokenOptions {
     /// An already expired token.
     pub fn expired() -> Self {
-        TokenOptions {
-            expired: true,
-            ..Self::default()
-        }
+        TokenOptions { expired: true, ..Self::default() }
     }
 
     /// A token with another issuer.
     pub fn issuer(iss: impl Into<String>) -> Self {
-        TokenOptions {
-            iss: Some(iss.into()),
-            ..Self::default()
-        }
+        TokenOptions { iss: Some(iss.into()), ..Self::default() }
     }
 
     /// A token for another audience (a single string).
     pub fn audience(aud: impl Into<String>) -> Self {
-        TokenOptions {
-            aud: Some(Audience::One(aud.into())),
-            ..Self::default()
-        }
+        TokenOptions { aud: Some(Audience::One(aud.into())), ..Self::default() }
     }
 
     /// A token whose `aud` is an array of these values.
     pub fn audience_array<S: Into<String>>(aud: impl IntoIterator<Item = S>) -> Self {
-        TokenOptions {
-            aud: Some(Audience::Many(aud.into_iter().map(Into::into).collect())),
-            ..Self::default()
-        }
+        TokenOptions { aud: Some(Audience::Many(aud.into_iter().map(Into::into).collect())), ..Self::default() }
     }
 
     /// A token without `kid` in its header.
     pub fn without_kid() -> Self {
-        TokenOptions {
-            no_kid: true,
-            ..Self::default()
-        }
+        TokenOptions { no_kid: true, ..Self::default() }
     }
 
     /// A token whose header names this `kid` (the signature is still the signing key's).
     pub fn with_kid(kid: impl Into<String>) -> Self {
-        TokenOptions {
-            kid: Some(kid.into()),
-            ..Self::default()
-        }
+        TokenOptions { kid: Some(kid.into()), ..Self::default() }
     }
 
     /// A token signed by a key no JWKS lists.
     pub fn foreign_key() -> Self {
-        TokenOptions {
-            foreign_key: true,
-            ..Self::default()
-        }
+        TokenOptions { foreign_key: true, ..Self::default() }
     }
 
     /// A token signed by this key of the state.
     pub fn signed_with(kid: impl Into<String>) -> Self {
-        TokenOptions {
-            sign_with: Some(kid.into()),
-            ..Self::default()
-        }
+        TokenOptions { sign_with: Some(kid.into()), ..Self::default() }
     }
 
     /// A token with this lifetime.
     pub fn ttl(ttl: Duration) -> Self {
-        TokenOptions {
-            ttl: Some(ttl),
-            ..Self::default()
-        }
+        TokenOptions { ttl: Some(ttl), ..Self::default() }
     }
 }
 
@@ -165,14 +138,10 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
     let hint = "expected a PKCS#8 PEM P-256 private key (\"-----BEGIN PRIVATE KEY-----\"); \
                 convert an \"EC PRIVATE KEY\" with `openssl pkcs8 -topk8 -nocrypt`";
     let pem = pem.trim();
-    let body = pem
-        .strip_prefix(PEM_BEGIN)
-        .and_then(|rest| rest.strip_suffix(PEM_END))
-        .ok_or_else(|| hint.to_owned())?;
+    let body =
+        pem.strip_prefix(PEM_BEGIN).and_then(|rest| rest.strip_suffix(PEM_END)).ok_or_else(|| hint.to_owned())?;
     let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-    STANDARD
-        .decode(b64)
-        .map_err(|e| format!("{hint}: the base64 inside is broken ({e})"))
+    STANDARD.decode(b64).map_err(|e| format!("{hint}: the base64 inside is broken ({e})"))
 }
 
 /// A parsed key: what signing and the JWKS need.
@@ -195,10 +164,7 @@ fn load_key(kid: &str, pem: &str, published: bool) -> Result<LoadedKey, String> 
     if point.len() != 65 || point[0] != 4 {
         return Err("unexpected public key encoding".to_owned());
     }
-    let spki = pair
-        .public_key()
-        .as_der()
-        .map_err(|e| format!("encoding the public key: {e}"))?;
+    let spki = pair.public_key().as_der().map_err(|e| format!("encoding the public key: {e}"))?;
     Ok(LoadedKey {
         kid: kid.to_owned(),
         public_pem: der_to_pem("PUBLIC KEY", spki.as_ref()),
@@ -218,9 +184,7 @@ pub(crate) fn check_private_key(pem: &str) -> Result<(), String> {
 pub(crate) fn generate_pem() -> Result<String, MockError> {
     let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
         .map_err(|e| MockError::Crypto(format!("generating a P-256 key: {e}")))?;
-    let doc = pair
-        .to_pkcs8v1()
-        .map_err(|e| MockError::Crypto(format!("encoding a P-256 key: {e}")))?;
+    let doc = pair.to_pkcs8v1().map_err(|e| MockError::Crypto(format!("encoding a P-256 key: {e}")))?;
     Ok(der_to_pem("PRIVATE KEY", doc.as_ref()))
 }
 
@@ -245,11 +209,7 @@ impl KeyRing {
                     .map_err(|e| MockError::InvalidState(format!("key {:?}: {e}", k.kid)))?,
             );
         }
-        Ok(KeyRing {
-            keys,
-            signing_kid: state.signing_kid().to_owned(),
-            app_id: state.app_id.clone(),
-        })
+        Ok(KeyRing { keys, signing_kid: state.signing_kid().to_owned(), app_id: state.app_id.clone() })
     }
 
     /// The JWKS document: every published key.
@@ -305,10 +265,7 @@ impl KeyRing {
             (None, false) => Some(signer.kid.clone()),
         };
 
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let ttl = opts.ttl.unwrap_or(DEFAULT_TOKEN_TTL).as_secs();
         let (iat, exp) = if opts.expired {
             (now.saturating_sub(7200), now.saturating_sub(3600))
@@ -421,9 +378,7 @@ mod tests {
         }
         let t = s.mint_token("user_alice", &TokenOptions::without_kid()).unwrap();
         assert_eq!(decode_header(&t).unwrap().kid, None);
-        let t = s
-            .mint_token("user_alice", &TokenOptions::audience_array(["app_mockapp000001"]))
-            .unwrap();
+        let t = s.mint_token("user_alice", &TokenOptions::audience_array(["app_mockapp000001"])).unwrap();
         let c = jsonwebtoken::dangerous::insecure_decode::<Value>(&t).unwrap().claims;
         assert!(c["aud"].is_array());
     }

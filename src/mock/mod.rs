@@ -256,12 +256,7 @@ impl MockWhop {
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let task = rt.spawn(server::serve(listener, inner.clone(), stopped));
-        Ok(MockWhop {
-            inner,
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        Ok(MockWhop { inner, addr, stop: Some(stop), task: Some(task) })
     }
 
     /// The bound address (with the real port when started on port 0).
@@ -281,8 +276,7 @@ impl MockWhop {
 
     /// The first API key of the state.
     pub fn api_key(&self) -> String {
-        self.inner
-            .with_world(|w| w.state.api_keys.first().map(|k| k.key.clone()).unwrap_or_default())
+        self.inner.with_world(|w| w.state.api_keys.first().map(|k| k.key.clone()).unwrap_or_default())
     }
 
     /// The app id (`aud` of minted tokens).
@@ -453,9 +447,7 @@ pub(crate) mod serde_duration {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{e}: expected a duration like \"250ms\" or \"30s\", got {text:?}"
-            ))
+            serde::de::Error::custom(format!("{e}: expected a duration like \"250ms\" or \"30s\", got {text:?}"))
         })
     }
 

@@ -35,10 +35,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 pub(crate) struct Inner {
@@ -110,23 +107,16 @@ impl Inner {
     /// resource.
     pub(crate) fn set_access(&self, user: &str, resource: &str, level: Option<AccessLevel>) -> Result<(), MockError> {
         self.update(|s| {
-            let user_id = s
-                .user(user)
-                .map(|u| u.id.clone())
-                .ok_or_else(|| MockError::NotFound(format!("user {user:?}")))?;
+            let user_id =
+                s.user(user).map(|u| u.id.clone()).ok_or_else(|| MockError::NotFound(format!("user {user:?}")))?;
             if s.resource(resource).is_none() {
                 return Err(MockError::NotFound(format!(
                     "resource {resource:?} (no company, product or experience has this id)"
                 )));
             }
-            s.access
-                .retain(|g| !(g.user_id == user_id && g.resource_id == resource));
+            s.access.retain(|g| !(g.user_id == user_id && g.resource_id == resource));
             if let Some(access_level) = level {
-                s.access.push(AccessGrant {
-                    user_id,
-                    resource_id: resource.to_owned(),
-                    access_level,
-                });
+                s.access.push(AccessGrant { user_id, resource_id: resource.to_owned(), access_level });
             }
             Ok(())
         })
@@ -162,17 +152,12 @@ impl Inner {
     /// to `active`, the id to a fresh `mem_…`). Returns the result.
     pub(crate) fn patch_membership(&self, patch: Value) -> Result<Membership, MockError> {
         let Value::Object(patch) = patch else {
-            return Err(MockError::BadRequest(
-                "expected a JSON object with membership fields".into(),
-            ));
+            return Err(MockError::BadRequest("expected a JSON object with membership fields".into()));
         };
         self.update(|s| {
             let id = patch.get("id").and_then(Value::as_str);
-            let existing = id.and_then(|id| {
-                s.memberships
-                    .iter()
-                    .position(|m| m.id == id || m.license_key.as_deref() == Some(id))
-            });
+            let existing =
+                id.and_then(|id| s.memberships.iter().position(|m| m.id == id || m.license_key.as_deref() == Some(id)));
             let now = unix_now();
             let mut obj = match existing {
                 Some(i) => match serde_json::to_value(&s.memberships[i]) {
@@ -244,12 +229,7 @@ impl Inner {
                     k.published = false;
                 }
             }
-            s.keys.push(SigningKey {
-                kid: kid.clone(),
-                private_key: Some(pem),
-                generate: false,
-                published: true,
-            });
+            s.keys.push(SigningKey { kid: kid.clone(), private_key: Some(pem), generate: false, published: true });
             s.signing_kid = Some(kid.clone());
             Ok(kid)
         })
@@ -321,50 +301,33 @@ mod tests {
     #[test]
     fn access_overrides_set_and_clear() {
         let i = inner();
-        i.set_access("bob", "prod_mockproduct2", Some(AccessLevel::Customer))
-            .unwrap();
+        i.set_access("bob", "prod_mockproduct2", Some(AccessLevel::Customer)).unwrap();
         assert_eq!(level(&i, "user_bob", "prod_mockproduct2"), Some(AccessLevel::Customer));
         i.set_access("user_bob", "prod_mockproduct2", None).unwrap();
         assert_eq!(level(&i, "user_bob", "prod_mockproduct2"), Some(AccessLevel::NoAccess));
-        assert!(matches!(
-            i.set_access("user_zed", "prod_mockproduct2", None),
-            Err(MockError::NotFound(_))
-        ));
-        assert!(matches!(
-            i.set_access("user_bob", "prod_zed", None),
-            Err(MockError::NotFound(_))
-        ));
+        assert!(matches!(i.set_access("user_zed", "prod_mockproduct2", None), Err(MockError::NotFound(_))));
+        assert!(matches!(i.set_access("user_bob", "prod_zed", None), Err(MockError::NotFound(_))));
     }
 
     #[test]
     fn status_changes_take_effect() {
         let i = inner();
-        i.set_membership_status("MOCK-ALICE-LICENSE", MembershipStatus::Canceled)
-            .unwrap();
-        assert_eq!(
-            level(&i, "user_alice", "prod_mockproduct1"),
-            Some(AccessLevel::NoAccess)
-        );
+        i.set_membership_status("MOCK-ALICE-LICENSE", MembershipStatus::Canceled).unwrap();
+        assert_eq!(level(&i, "user_alice", "prod_mockproduct1"), Some(AccessLevel::NoAccess));
         assert!(i.set_membership_status("mem_nope", MembershipStatus::Active).is_err());
     }
 
     #[test]
     fn patches_update_and_create() {
         let i = inner();
-        let m = i
-            .patch_membership(json!({"id": "MOCK-DAVE-LICENSE", "status": "active"}))
-            .unwrap();
+        let m = i.patch_membership(json!({"id": "MOCK-DAVE-LICENSE", "status": "active"})).unwrap();
         assert_eq!(m.id, "mem_dave000000001");
         assert!(m.updated_at.is_some());
         assert_eq!(level(&i, "user_dave", "prod_mockproduct1"), Some(AccessLevel::Customer));
-        let m = i
-            .patch_membership(json!({"user_id": "user_bob", "product_id": "prod_mockproduct2"}))
-            .unwrap();
+        let m = i.patch_membership(json!({"user_id": "user_bob", "product_id": "prod_mockproduct2"})).unwrap();
         assert_eq!(m.id, "mem_mock000000001");
         assert_eq!(m.status, MembershipStatus::Active);
-        let e = i
-            .patch_membership(json!({"user_id": "user_bob", "product_id": "prod_nope"}))
-            .unwrap_err();
+        let e = i.patch_membership(json!({"user_id": "user_bob", "product_id": "prod_nope"})).unwrap_err();
         assert!(e.to_string().contains("prod_nope"), "{e}");
         let e = i.patch_membership(json!({"user_id": "user_bob"})).unwrap_err();
         assert!(e.to_string().contains("product_id"), "{e}");
@@ -391,8 +354,7 @@ mod tests {
     #[test]
     fn reset_restores_everything() {
         let i = inner();
-        i.set_membership_status("mem_alice00000001", MembershipStatus::Expired)
-            .unwrap();
+        i.set_membership_status("mem_alice00000001", MembershipStatus::Expired).unwrap();
         i.set_fault(FaultScope::All, Fault::hang()).unwrap();
         i.calls().start(None, "GET", "/x");
         i.note_api_version_date("2026-09-15");

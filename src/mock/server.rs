@@ -65,17 +65,13 @@ async fn dispatch(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>
     let path = parts.uri.path();
     let query = Query::parse(parts.uri.query());
     if path == "/_mock" || path.starts_with("/_mock/") {
-        return admin::handle(inner, &parts.method, path, &query, body)
-            .await
-            .into_response();
+        return admin::handle(inner, &parts.method, path, &query, body).await.into_response();
     }
     if let Some(v) = parts.headers.get("api-version-date").and_then(|v| v.to_str().ok()) {
         inner.note_api_version_date(v);
     }
     let route = api::route(&parts.method, path);
-    let seq = inner
-        .calls()
-        .start(route.as_ref().map(Route::kind), parts.method.as_str(), path);
+    let seq = inner.calls().start(route.as_ref().map(Route::kind), parts.method.as_str(), path);
     let reply = whop(inner, &parts.method, path, &parts.headers, route, &query).await;
     inner.calls().finish(seq, reply.status.as_u16());
     reply.into_response()
@@ -131,9 +127,7 @@ async fn whop(
 /// The API key named by `Authorization: Bearer …`, if the state has it.
 fn authorize(inner: &Inner, headers: &HeaderMap) -> Result<ApiKey, Reply> {
     let Some(value) = headers.get(AUTHORIZATION) else {
-        return Err(Reply::unauthorized(
-            "Missing Authorization header: send `Authorization: Bearer <API key>`.",
-        ));
+        return Err(Reply::unauthorized("Missing Authorization header: send `Authorization: Bearer <API key>`."));
     };
     let token = value
         .to_str()
@@ -142,9 +136,7 @@ fn authorize(inner: &Inner, headers: &HeaderMap) -> Result<ApiKey, Reply> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     let Some(token) = token else {
-        return Err(Reply::unauthorized(
-            "Malformed Authorization header: send `Authorization: Bearer <API key>`.",
-        ));
+        return Err(Reply::unauthorized("Malformed Authorization header: send `Authorization: Bearer <API key>`."));
     };
     inner
         .with_world(|w| w.state.api_keys.iter().find(|k| k.key == token).cloned())

@@ -146,15 +146,12 @@ impl fmt::Display for MembershipStatus {
 impl FromStr for MembershipStatus {
     type Err = MockError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        MembershipStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| {
-                MockError::BadRequest(format!(
-                    "unknown membership status {s:?} (expected one of {})",
-                    MembershipStatus::ALL.map(|s| s.as_str()).join(", ")
-                ))
-            })
+        MembershipStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            MockError::BadRequest(format!(
+                "unknown membership status {s:?} (expected one of {})",
+                MembershipStatus::ALL.map(|s| s.as_str()).join(", ")
+            ))
+        })
     }
 }
 
@@ -282,10 +279,7 @@ impl Membership {
     pub fn plan(&self) -> String {
         match &self.plan_id {
             Some(p) => p.clone(),
-            None => format!(
-                "plan_{}",
-                self.product_id.strip_prefix("prod_").unwrap_or(&self.product_id)
-            ),
+            None => format!("plan_{}", self.product_id.strip_prefix("prod_").unwrap_or(&self.product_id)),
         }
     }
 
@@ -396,10 +390,7 @@ fn default_app_id() -> String {
     DEFAULT_APP_ID.to_owned()
 }
 fn default_api_keys() -> Vec<ApiKey> {
-    vec![ApiKey {
-        key: DEFAULT_API_KEY.to_owned(),
-        company_id: None,
-    }]
+    vec![ApiKey { key: DEFAULT_API_KEY.to_owned(), company_id: None }]
 }
 fn default_keys() -> Vec<SigningKey> {
     vec![SigningKey {
@@ -442,10 +433,7 @@ impl Default for MockState {
             membership_shape: MembershipShape::Flat,
             rate_limit_per_minute: None,
             signing_kid: None,
-            api_keys: vec![ApiKey {
-                key: DEFAULT_API_KEY.to_owned(),
-                company_id: Some(DEFAULT_COMPANY_ID.to_owned()),
-            }],
+            api_keys: vec![ApiKey { key: DEFAULT_API_KEY.to_owned(), company_id: Some(DEFAULT_COMPANY_ID.to_owned()) }],
             companies: vec![Company {
                 id: DEFAULT_COMPANY_ID.to_owned(),
                 title: "Mock Company".to_owned(),
@@ -476,18 +464,8 @@ impl Default for MockState {
                 user("dave", "Dave Canceled"),
             ],
             memberships: vec![
-                membership(
-                    "mem_alice00000001",
-                    "user_alice",
-                    MembershipStatus::Active,
-                    "MOCK-ALICE-LICENSE",
-                ),
-                membership(
-                    "mem_dave000000001",
-                    "user_dave",
-                    MembershipStatus::Canceled,
-                    "MOCK-DAVE-LICENSE",
-                ),
+                membership("mem_alice00000001", "user_alice", MembershipStatus::Active, "MOCK-ALICE-LICENSE"),
+                membership("mem_dave000000001", "user_dave", MembershipStatus::Canceled, "MOCK-DAVE-LICENSE"),
             ],
             access: Vec::new(),
             keys: default_keys(),
@@ -544,10 +522,8 @@ impl MockState {
     /// Reads a state file without generating keys or checking references (the token CLI
     /// looks at the raw keys first).
     pub(crate) fn read_unresolved(path: &Path) -> Result<MockState, MockError> {
-        let text = std::fs::read_to_string(path).map_err(|source| MockError::Io {
-            context: format!("reading state file {}", path.display()),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| MockError::Io { context: format!("reading state file {}", path.display()), source })?;
         Self::parse_toml(&text).map_err(|e| in_file(path, e))
     }
 
@@ -591,9 +567,7 @@ impl MockState {
             if id.starts_with(prefix) {
                 Ok(())
             } else {
-                Err(MockError::InvalidState(format!(
-                    "{what}: id {id:?} must start with {prefix:?}"
-                )))
+                Err(MockError::InvalidState(format!("{what}: id {id:?} must start with {prefix:?}")))
             }
         };
 
@@ -606,10 +580,7 @@ impl MockState {
         let mut usernames = HashSet::new();
         for (i, u) in self.users.iter().enumerate() {
             if !usernames.insert(u.username.as_str()) {
-                return bad(format!(
-                    "users[{i}] ({}): username {:?} is used twice",
-                    u.id, u.username
-                ));
+                return bad(format!("users[{i}] ({}): username {:?} is used twice", u.id, u.username));
             }
         }
         let users: HashSet<&str> = self.users.iter().map(|u| u.id.as_str()).collect();
@@ -632,10 +603,7 @@ impl MockState {
             prefixed(at.clone(), &p.id, "prod_")?;
             unique(&at, &p.id)?;
             if !companies.contains(p.company_id.as_str()) {
-                return bad(format!(
-                    "{at} ({}): company_id {:?} is not one of the companies",
-                    p.id, p.company_id
-                ));
+                return bad(format!("{at} ({}): company_id {:?} is not one of the companies", p.id, p.company_id));
             }
             product_company.insert(p.id.as_str(), p.company_id.as_str());
         }
@@ -645,10 +613,7 @@ impl MockState {
             prefixed(at.clone(), &e.id, "exp_")?;
             unique(&at, &e.id)?;
             if !companies.contains(e.company_id.as_str()) {
-                return bad(format!(
-                    "{at} ({}): company_id {:?} is not one of the companies",
-                    e.id, e.company_id
-                ));
+                return bad(format!("{at} ({}): company_id {:?} is not one of the companies", e.id, e.company_id));
             }
             for p in &e.product_ids {
                 match product_company.get(p.as_str()) {
@@ -672,16 +637,10 @@ impl MockState {
             prefixed(at.clone(), &m.id, "mem_")?;
             unique(&at, &m.id)?;
             if !users.contains(m.user_id.as_str()) {
-                return bad(format!(
-                    "{at} ({}): user_id {:?} is not one of the users",
-                    m.id, m.user_id
-                ));
+                return bad(format!("{at} ({}): user_id {:?} is not one of the users", m.id, m.user_id));
             }
             if !product_company.contains_key(m.product_id.as_str()) {
-                return bad(format!(
-                    "{at} ({}): product_id {:?} is not one of the products",
-                    m.id, m.product_id
-                ));
+                return bad(format!("{at} ({}): product_id {:?} is not one of the products", m.id, m.product_id));
             }
             if let Some(k) = &m.license_key {
                 // A key that looks like a membership id would make the lookup ambiguous.
@@ -744,9 +703,7 @@ impl MockState {
                     return bad(format!("{at}: give either private_key or generate = true, not both"));
                 }
                 (None, false) => {
-                    return bad(format!(
-                        "{at}: give private_key (PKCS#8 PEM of a P-256 key) or generate = true"
-                    ));
+                    return bad(format!("{at}: give private_key (PKCS#8 PEM of a P-256 key) or generate = true"));
                 }
                 (None, true) => {
                     k.private_key = Some(keys::generate_pem()?);
@@ -804,11 +761,10 @@ impl MockState {
 
     /// The membership with this id (`mem_…`) or license key.
     pub fn membership(&self, id_or_key: &str) -> Option<&Membership> {
-        self.memberships.iter().find(|m| m.id == id_or_key).or_else(|| {
-            self.memberships
-                .iter()
-                .find(|m| m.license_key.as_deref() == Some(id_or_key))
-        })
+        self.memberships
+            .iter()
+            .find(|m| m.id == id_or_key)
+            .or_else(|| self.memberships.iter().find(|m| m.license_key.as_deref() == Some(id_or_key)))
     }
 
     /// The company that owns a membership's product.
@@ -823,11 +779,7 @@ impl MockState {
     pub fn access_level(&self, user: &str, resource_id: &str) -> Option<AccessLevel> {
         let user = self.user(user)?;
         let resource = self.resource(resource_id)?;
-        if let Some(g) = self
-            .access
-            .iter()
-            .find(|g| g.user_id == user.id && g.resource_id == resource.id())
-        {
+        if let Some(g) = self.access.iter().find(|g| g.user_id == user.id && g.resource_id == resource.id()) {
             return Some(g.access_level);
         }
         let company = self.company(resource.company_id())?;
@@ -839,15 +791,9 @@ impl MockState {
             Resource::Experience(e) => e.product_ids.iter().any(|p| p == product_id),
             Resource::Company(c) => self.product(product_id).is_some_and(|p| p.company_id == c.id),
         };
-        let customer = self
-            .memberships
-            .iter()
-            .any(|m| m.user_id == user.id && m.status.is_valid() && grants(&m.product_id));
-        Some(if customer {
-            AccessLevel::Customer
-        } else {
-            AccessLevel::NoAccess
-        })
+        let customer =
+            self.memberships.iter().any(|m| m.user_id == user.id && m.status.is_valid() && grants(&m.product_id));
+        Some(if customer { AccessLevel::Customer } else { AccessLevel::NoAccess })
     }
 }
 
@@ -880,24 +826,14 @@ mod tests {
         assert_eq!(lvl("user_dave", "prod_mockproduct1"), Some(AccessLevel::NoAccess));
         assert_eq!(lvl("user_nobody", "prod_mockproduct1"), None);
         assert_eq!(lvl("user_alice", "prod_nothing"), None);
-        assert_eq!(
-            s.membership("MOCK-ALICE-LICENSE").map(|m| m.id.as_str()),
-            Some("mem_alice00000001")
-        );
+        assert_eq!(s.membership("MOCK-ALICE-LICENSE").map(|m| m.id.as_str()), Some("mem_alice00000001"));
     }
 
     #[test]
     fn valid_statuses_are_whops() {
-        let valid: Vec<_> = MembershipStatus::ALL
-            .into_iter()
-            .filter(|s| s.is_valid())
-            .map(|s| s.as_str())
-            .collect();
+        let valid: Vec<_> = MembershipStatus::ALL.into_iter().filter(|s| s.is_valid()).map(|s| s.as_str()).collect();
         assert_eq!(valid, ["trialing", "active", "past_due", "completed", "canceling"]);
-        assert_eq!(
-            "past_due".parse::<MembershipStatus>().unwrap(),
-            MembershipStatus::PastDue
-        );
+        assert_eq!("past_due".parse::<MembershipStatus>().unwrap(), MembershipStatus::PastDue);
         assert!("paused".parse::<MembershipStatus>().is_err());
     }
 
@@ -910,14 +846,8 @@ mod tests {
             access_level: AccessLevel::NoAccess,
         });
         let s = s.resolve().unwrap();
-        assert_eq!(
-            s.access_level("user_carol", "prod_mockproduct1"),
-            Some(AccessLevel::NoAccess)
-        );
-        assert_eq!(
-            s.access_level("user_carol", "prod_mockproduct2"),
-            Some(AccessLevel::Admin)
-        );
+        assert_eq!(s.access_level("user_carol", "prod_mockproduct1"), Some(AccessLevel::NoAccess));
+        assert_eq!(s.access_level("user_carol", "prod_mockproduct2"), Some(AccessLevel::Admin));
     }
 
     #[test]
@@ -966,13 +896,7 @@ mod tests {
         )
         .unwrap();
         assert!(!s.keys[0].generate);
-        assert!(
-            s.keys[0]
-                .private_key
-                .as_deref()
-                .unwrap()
-                .starts_with("-----BEGIN PRIVATE KEY-----")
-        );
+        assert!(s.keys[0].private_key.as_deref().unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
     }
 
     fn err(text: &str) -> String {
@@ -986,19 +910,14 @@ mod tests {
         let e = err("colour = \"red\"");
         assert!(e.contains("unknown field `colour`"), "{e}");
         let e = err("[[products]]\nid = \"prod_a\"\ncompany_id = \"biz_nope\"");
-        assert!(
-            e.contains("products[0] (prod_a): company_id \"biz_nope\" is not one of the companies"),
-            "{e}"
-        );
+        assert!(e.contains("products[0] (prod_a): company_id \"biz_nope\" is not one of the companies"), "{e}");
         let e = err("[[companies]]\nid = \"company1\"");
         assert!(e.contains("must start with \"biz_\""), "{e}");
         let e = err("[[users]]\nid = \"user_a\"\n[[users]]\nid = \"user_a\"");
         assert!(e.contains("users[1]: id \"user_a\" is used twice"), "{e}");
-        let e = err(
-            "[[companies]]\nid = \"biz_a\"\n[[products]]\nid = \"prod_a\"\ncompany_id = \"biz_a\"\n\
+        let e = err("[[companies]]\nid = \"biz_a\"\n[[products]]\nid = \"prod_a\"\ncompany_id = \"biz_a\"\n\
              [[users]]\nid = \"user_a\"\n[[memberships]]\nid = \"mem_a\"\nuser_id = \"user_a\"\n\
-             product_id = \"prod_a\"\nstatus = \"paused\"",
-        );
+             product_id = \"prod_a\"\nstatus = \"paused\"");
         assert!(e.contains("unknown variant `paused`"), "{e}");
         let e = err("[[keys]]\nkid = \"k\"\nprivate_key = \"not a pem\"");
         assert!(e.contains("keys[0] (k)"), "{e}");
@@ -1030,10 +949,7 @@ mod tests {
         );
         let s = MockState::from_toml(&example).unwrap();
         assert_eq!(s.rate_limit_per_minute, Some(600));
-        assert_eq!(
-            s.access_level("user_bob", "prod_mockproduct1"),
-            Some(AccessLevel::Customer)
-        );
+        assert_eq!(s.access_level("user_bob", "prod_mockproduct1"), Some(AccessLevel::Customer));
         assert_eq!(s.access_level("carol", "exp_mockexperienc1"), Some(AccessLevel::Admin));
         assert_eq!(s.jwks().unwrap(), MockState::default().jwks().unwrap());
     }
@@ -1046,9 +962,7 @@ mod tests {
         let e = MockState::load(&path).unwrap_err().to_string();
         assert!(e.contains("state.toml"), "{e}");
         assert!(e.contains("line 2"), "{e}");
-        let e = MockState::load(&dir.path().join("missing.toml"))
-            .unwrap_err()
-            .to_string();
+        let e = MockState::load(&dir.path().join("missing.toml")).unwrap_err().to_string();
         assert!(e.starts_with("reading state file"), "{e}");
     }
 }

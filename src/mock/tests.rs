@@ -48,12 +48,7 @@ async fn api(mock: &MockWhop, path: &str) -> Answer {
 }
 
 async fn control(mock: &MockWhop, method: reqwest::Method, path: &str, body: Value) -> Answer {
-    send(
-        client()
-            .request(method, format!("{}{path}", mock.base_url()))
-            .json(&body),
-    )
-    .await
+    send(client().request(method, format!("{}{path}", mock.base_url())).json(&body)).await
 }
 
 fn access_path(user: &str, resource: &str) -> String {
@@ -79,19 +74,12 @@ async fn access_check_for_the_default_users() {
     for (user, resource, has, level) in cases {
         let a = api(&mock, &access_path(user, resource)).await;
         assert_eq!(a.status, 200, "{user} {resource}");
-        assert_eq!(
-            a.body,
-            json!({"has_access": has, "access_level": level}),
-            "{user} {resource}"
-        );
+        assert_eq!(a.body, json!({"has_access": has, "access_level": level}), "{user} {resource}");
         assert_eq!(a.headers["content-type"], "application/json", "{user} {resource}");
     }
     assert_eq!(mock.last_api_version_date().as_deref(), Some("2026-09-15"));
 
-    for path in [
-        access_path("user_nobody", "prod_mockproduct1"),
-        access_path("user_alice", "prod_nothing"),
-    ] {
+    for path in [access_path("user_nobody", "prod_mockproduct1"), access_path("user_alice", "prod_nothing")] {
         let a = api(&mock, &path).await;
         assert_eq!(a.status, 404, "{path}");
         assert_eq!(a.body["error"]["type"], "not_found", "{path}");
@@ -134,17 +122,9 @@ async fn membership_by_id_and_license_key_in_both_shapes() {
     assert_eq!(dave["valid"], false);
     assert_eq!(dave["canceled_at"], 1_735_689_600);
 
-    let nested = api(&mock, "/api/v1/memberships/mem_alice00000001?mock_shape=nested")
-        .await
-        .body;
-    assert_eq!(
-        nested["product"],
-        json!({"id": "prod_mockproduct1", "title": "Mock Product One"})
-    );
-    assert_eq!(
-        nested["user"],
-        json!({"id": "user_alice", "username": "alice", "name": "Alice Customer"})
-    );
+    let nested = api(&mock, "/api/v1/memberships/mem_alice00000001?mock_shape=nested").await.body;
+    assert_eq!(nested["product"], json!({"id": "prod_mockproduct1", "title": "Mock Product One"}));
+    assert_eq!(nested["user"], json!({"id": "user_alice", "username": "alice", "name": "Alice Customer"}));
     assert_eq!(nested["plan"], json!({"id": "plan_mockplan00001"}));
     assert_eq!(nested["company"]["id"], "biz_mockcompany01");
     for flat in ["product_id", "user_id", "plan_id", "company_id"] {
@@ -152,15 +132,10 @@ async fn membership_by_id_and_license_key_in_both_shapes() {
     }
 
     // The state switch makes nested the default; the query still wins.
-    let nested_mock = start_with(MockState {
-        membership_shape: MembershipShape::Nested,
-        ..MockState::default()
-    });
+    let nested_mock = start_with(MockState { membership_shape: MembershipShape::Nested, ..MockState::default() });
     let b = api(&nested_mock, "/api/v1/memberships/mem_alice00000001").await.body;
     assert_eq!(b["user"]["id"], "user_alice");
-    let b = api(&nested_mock, "/api/v1/memberships/mem_alice00000001?mock_shape=flat")
-        .await
-        .body;
+    let b = api(&nested_mock, "/api/v1/memberships/mem_alice00000001?mock_shape=flat").await.body;
     assert_eq!(b["user_id"], "user_alice");
 
     let a = api(&mock, "/api/v1/memberships/mem_unknown00001").await;
@@ -171,20 +146,11 @@ async fn membership_by_id_and_license_key_in_both_shapes() {
 #[tokio::test]
 async fn company_keys_see_only_their_memberships() {
     let mut state = MockState::default();
-    state.companies.push(Company {
-        id: "biz_other".into(),
-        title: String::new(),
-        admins: vec![],
-    });
-    state.api_keys.push(ApiKey {
-        key: "other_key".into(),
-        company_id: Some("biz_other".into()),
-    });
+    state.companies.push(Company { id: "biz_other".into(), title: String::new(), admins: vec![] });
+    state.api_keys.push(ApiKey { key: "other_key".into(), company_id: Some("biz_other".into()) });
     let mock = start_with(state);
     let a = send(
-        client()
-            .get(format!("{}/api/v1/memberships/mem_alice00000001", mock.base_url()))
-            .bearer_auth("other_key"),
+        client().get(format!("{}/api/v1/memberships/mem_alice00000001", mock.base_url())).bearer_auth("other_key"),
     )
     .await;
     assert_eq!(a.status, 404);
@@ -213,16 +179,10 @@ async fn jwks_shape_and_no_key_needed() {
 #[tokio::test]
 async fn legacy_v2_list() {
     let mock = start();
-    let a = api(
-        &mock,
-        "/api/v2/memberships?user_id=user_alice&product_id=prod_mockproduct1&valid=true&page=1&per=10",
-    )
-    .await;
+    let a = api(&mock, "/api/v2/memberships?user_id=user_alice&product_id=prod_mockproduct1&valid=true&page=1&per=10")
+        .await;
     assert_eq!(a.status, 200);
-    assert_eq!(
-        a.body["pagination"],
-        json!({"current_page": 1, "total_page": 1, "total_count": 1})
-    );
+    assert_eq!(a.body["pagination"], json!({"current_page": 1, "total_page": 1, "total_count": 1}));
     let m = &a.body["data"][0];
     assert_eq!(m["id"], "mem_alice00000001");
     assert_eq!(m["product"], "prod_mockproduct1");
@@ -234,17 +194,11 @@ async fn legacy_v2_list() {
     assert_eq!(m["email"], "alice@example.com");
 
     let a = api(&mock, "/api/v2/memberships?user_id=user_dave&valid=true").await;
-    assert_eq!(
-        a.body,
-        json!({"pagination": {"current_page": 1, "total_page": 0, "total_count": 0}, "data": []})
-    );
+    assert_eq!(a.body, json!({"pagination": {"current_page": 1, "total_page": 0, "total_count": 0}, "data": []}));
 
     // No filter: both memberships; one per page.
     let a = api(&mock, "/api/v2/memberships?per=1&page=2").await;
-    assert_eq!(
-        a.body["pagination"],
-        json!({"current_page": 2, "total_page": 2, "total_count": 2})
-    );
+    assert_eq!(a.body["pagination"], json!({"current_page": 2, "total_page": 2, "total_count": 2}));
     assert_eq!(a.body["data"][0]["id"], "mem_dave000000001");
     assert_eq!(a.body["data"].as_array().unwrap().len(), 1);
 }
@@ -253,12 +207,7 @@ async fn legacy_v2_list() {
 async fn legacy_v5_list_defaults_to_valid_and_caps_per() {
     let mut state = MockState::default();
     for i in 0..60 {
-        state.users.push(User {
-            id: format!("user_bulk{i:02}"),
-            username: String::new(),
-            name: None,
-            email: None,
-        });
+        state.users.push(User { id: format!("user_bulk{i:02}"), username: String::new(), name: None, email: None });
         state.memberships.push(Membership {
             id: format!("mem_bulk{i:02}"),
             user_id: format!("user_bulk{i:02}"),
@@ -293,11 +242,7 @@ async fn legacy_v5_list_defaults_to_valid_and_caps_per() {
         assert_eq!(m[k], v, "{k}");
     }
 
-    let a = api(
-        &mock,
-        "/api/v5/company/memberships?valid=false&product_id=prod_mockproduct1",
-    )
-    .await;
+    let a = api(&mock, "/api/v5/company/memberships?valid=false&product_id=prod_mockproduct1").await;
     assert_eq!(a.body["data"][0]["id"], "mem_dave000000001");
 
     // 61 valid memberships, per capped at 50.
@@ -318,11 +263,7 @@ async fn legacy_v5_list_defaults_to_valid_and_caps_per() {
 #[tokio::test]
 async fn members_list() {
     let mock = start();
-    let a = api(
-        &mock,
-        "/api/v1/members?company_id=biz_mockcompany01&user_ids[]=user_alice",
-    )
-    .await;
+    let a = api(&mock, "/api/v1/members?company_id=biz_mockcompany01&user_ids[]=user_alice").await;
     assert_eq!(a.status, 200);
     assert_eq!(
         a.body,
@@ -399,12 +340,7 @@ async fn api_key_is_required_and_checked() {
     let a = send(client().get(format!("{}/elsewhere", mock.base_url()))).await;
     assert_eq!(a.status, 404);
     assert_eq!(a.body["error"]["type"], "not_found");
-    let a = send(
-        client()
-            .post(format!("{}/api/v1/members", mock.base_url()))
-            .bearer_auth("mock_api_key"),
-    )
-    .await;
+    let a = send(client().post(format!("{}/api/v1/members", mock.base_url())).bearer_auth("mock_api_key")).await;
     assert_eq!(a.status, 404);
 }
 
@@ -457,13 +393,7 @@ async fn hang_fault_outlasts_the_client_timeout() {
     let url = format!("{}{}", mock.base_url(), access_path("user_alice", "prod_mockproduct1"));
     let hanging = || mock.inner.hanging.load(std::sync::atomic::Ordering::SeqCst);
     let t = Instant::now();
-    let call = tokio::spawn(
-        client()
-            .get(&url)
-            .bearer_auth(mock.api_key())
-            .timeout(Duration::from_secs(2))
-            .send(),
-    );
+    let call = tokio::spawn(client().get(&url).bearer_auth(mock.api_key()).timeout(Duration::from_secs(2)).send());
     while hanging() == 0 {
         assert!(t.elapsed() < Duration::from_millis(1900), "never hung");
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -482,10 +412,7 @@ async fn hang_fault_outlasts_the_client_timeout() {
     // The rest of the mock is fine meanwhile.
     assert_eq!(send(client().get(mock.jwks_url())).await.status, 200);
     mock.clear_faults();
-    assert_eq!(
-        api(&mock, &access_path("user_alice", "prod_mockproduct1")).await.status,
-        200
-    );
+    assert_eq!(api(&mock, &access_path("user_alice", "prod_mockproduct1")).await.status, 200);
 }
 
 #[tokio::test]
@@ -494,40 +421,21 @@ async fn rate_limited_fault_with_and_without_retry_after() {
     mock.set_fault(EndpointKind::Access, Fault::rate_limited_with_header(12));
     let a = api(&mock, &access_path("user_alice", "prod_mockproduct1")).await;
     assert_eq!(a.status, 429);
-    assert_eq!(
-        a.body,
-        json!({"error": {"type": "rate_limit_exceeded", "message": "Try again in 12 seconds."}})
-    );
+    assert_eq!(a.body, json!({"error": {"type": "rate_limit_exceeded", "message": "Try again in 12 seconds."}}));
     assert_eq!(a.headers["retry-after"], "12");
 
-    mock.set_fault(
-        EndpointKind::Access,
-        Fault::RateLimited {
-            retry_after: 3,
-            header: false,
-            times: Some(1),
-        },
-    );
+    mock.set_fault(EndpointKind::Access, Fault::RateLimited { retry_after: 3, header: false, times: Some(1) });
     let a = api(&mock, &access_path("user_alice", "prod_mockproduct1")).await;
     assert_eq!(a.status, 429);
     assert_eq!(a.body["error"]["message"], "Try again in 3 seconds.");
     assert!(a.headers.get("retry-after").is_none());
-    assert_eq!(
-        api(&mock, &access_path("user_alice", "prod_mockproduct1")).await.status,
-        200
-    );
+    assert_eq!(api(&mock, &access_path("user_alice", "prod_mockproduct1")).await.status, 200);
 }
 
 #[tokio::test]
 async fn real_rate_limit_per_kind_and_key() {
-    let mut state = MockState {
-        rate_limit_per_minute: Some(3),
-        ..MockState::default()
-    };
-    state.api_keys.push(ApiKey {
-        key: "second_key".into(),
-        company_id: None,
-    });
+    let mut state = MockState { rate_limit_per_minute: Some(3), ..MockState::default() };
+    state.api_keys.push(ApiKey { key: "second_key".into(), company_id: None });
     let mock = start_with(state);
     let path = access_path("user_alice", "prod_mockproduct1");
     for _ in 0..3 {
@@ -541,12 +449,7 @@ async fn real_rate_limit_per_kind_and_key() {
     assert_eq!(a.body["error"]["message"], format!("Try again in {secs} seconds."));
     // Another operation, another key: their own budgets.
     assert_eq!(api(&mock, "/api/v1/memberships/mem_alice00000001").await.status, 200);
-    let a = send(
-        client()
-            .get(format!("{}{path}", mock.base_url()))
-            .bearer_auth("second_key"),
-    )
-    .await;
+    let a = send(client().get(format!("{}{path}", mock.base_url())).bearer_auth("second_key")).await;
     assert_eq!(a.status, 200);
     mock.set_rate_limit(None).unwrap();
     assert_eq!(api(&mock, &path).await.status, 200);
@@ -571,18 +474,13 @@ async fn calls_are_counted_with_times() {
     assert_eq!(times.len(), 3);
     assert!(times.iter().all(|t| *t >= before));
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
-    assert_eq!(
-        mock.max_calls_in_window(EndpointKind::Access, Duration::from_secs(60)),
-        3
-    );
+    assert_eq!(mock.max_calls_in_window(EndpointKind::Access, Duration::from_secs(60)), 3);
     let log = mock.call_log();
     assert_eq!(log[0].status, Some(200));
     assert_eq!(log[3].kind, None);
     assert_eq!(log[3].status, Some(404));
 
-    let calls = control(&mock, reqwest::Method::GET, "/_mock/calls", json!({}))
-        .await
-        .body;
+    let calls = control(&mock, reqwest::Method::GET, "/_mock/calls", json!({})).await.body;
     assert_eq!(calls["total"], 4);
     assert_eq!(calls["by_endpoint"], json!({"access": 3}));
     assert_eq!(calls["by_path"][&alice], 2);
@@ -609,14 +507,7 @@ struct WhopClaims {
 
 /// Verifies like a strict client: JWKS over HTTP, key by kid, ES256, iss, aud, exp.
 async fn verify(mock: &MockWhop, token: &str) -> Result<WhopClaims, String> {
-    let jwks: JwkSet = client()
-        .get(mock.jwks_url())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = client().get(mock.jwks_url()).send().await.unwrap().json().await.unwrap();
     let header = decode_header(token).map_err(|e| e.to_string())?;
     let kid = header.kid.ok_or("no kid")?;
     let jwk = jwks.find(&kid).ok_or("unknown kid")?;
@@ -625,9 +516,7 @@ async fn verify(mock: &MockWhop, token: &str) -> Result<WhopClaims, String> {
     v.set_issuer(&["urn:whopcom:exp-proxy"]);
     v.set_audience(&[mock.app_id()]);
     v.leeway = 0;
-    decode::<WhopClaims>(token, &key, &v)
-        .map(|d| d.claims)
-        .map_err(|e| e.to_string())
+    decode::<WhopClaims>(token, &key, &v).map(|d| d.claims).map_err(|e| e.to_string())
 }
 
 #[tokio::test]
@@ -663,14 +552,7 @@ async fn minted_tokens_verify_and_broken_ones_do_not() {
     let t = mock.mint_token_with("user_alice", TokenOptions::without_kid()).unwrap();
     assert_eq!(decode_header(&t).unwrap().kid, None);
     assert_eq!(verify(&mock, &t).await.unwrap_err(), "no kid");
-    let jwks: JwkSet = client()
-        .get(mock.jwks_url())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = client().get(mock.jwks_url()).send().await.unwrap().json().await.unwrap();
     let mut v = Validation::new(Algorithm::ES256);
     v.set_issuer(&[ISSUER]);
     v.set_audience(&[mock.app_id()]);
@@ -687,12 +569,7 @@ async fn rotation_changes_the_jwks() {
     let kid = mock.rotate_key(false).unwrap();
     assert_eq!(kid, "mock-key-2");
     let jwks = send(client().get(mock.jwks_url())).await.body;
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
+    let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
     assert_eq!(kids, ["mock-key-1", "mock-key-2"]);
     let new = mock.mint_token("user_alice").unwrap();
     assert_eq!(decode_header(&new).unwrap().kid.as_deref(), Some("mock-key-2"));
@@ -713,9 +590,7 @@ async fn rotation_changes_the_jwks() {
     assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
     assert!(verify(&mock, &old).await.is_err());
     assert!(verify(&mock, &new).await.is_err());
-    let dropped = mock
-        .mint_token_with("user_alice", TokenOptions::signed_with("mock-key-1"))
-        .unwrap();
+    let dropped = mock.mint_token_with("user_alice", TokenOptions::signed_with("mock-key-1")).unwrap();
     assert!(verify(&mock, &dropped).await.is_err());
     assert!(verify(&mock, &mock.mint_token("user_alice").unwrap()).await.is_ok());
 }
@@ -746,10 +621,7 @@ async fn control_api_drives_everything() {
         a.body,
         json!({"user_id": "user_bob", "resource_id": "prod_mockproduct2", "has_access": true, "access_level": "customer"})
     );
-    assert_eq!(
-        api(&mock, &access_path("user_bob", "prod_mockproduct2")).await.body["access_level"],
-        "customer"
-    );
+    assert_eq!(api(&mock, &access_path("user_bob", "prod_mockproduct2")).await.body["access_level"], "customer");
     let a = control(
         &mock,
         Method::POST,
@@ -777,27 +649,14 @@ async fn control_api_drives_everything() {
     assert_eq!(a.body["error"]["type"], "bad_request");
 
     // Cancel a membership, then revive dave's.
-    let a = control(
-        &mock,
-        Method::POST,
-        "/_mock/memberships",
-        json!({"id": "mem_alice00000001", "status": "canceled"}),
-    )
-    .await;
+    let a =
+        control(&mock, Method::POST, "/_mock/memberships", json!({"id": "mem_alice00000001", "status": "canceled"}))
+            .await;
     assert_eq!(a.status, 200);
     assert_eq!(a.body["status"], "canceled");
     assert_eq!(api(&mock, &alice_p1).await.body["access_level"], "no_access");
-    control(
-        &mock,
-        Method::POST,
-        "/_mock/memberships",
-        json!({"id": "MOCK-DAVE-LICENSE", "status": "past_due"}),
-    )
-    .await;
-    assert_eq!(
-        api(&mock, &access_path("user_dave", "prod_mockproduct1")).await.body["access_level"],
-        "customer"
-    );
+    control(&mock, Method::POST, "/_mock/memberships", json!({"id": "MOCK-DAVE-LICENSE", "status": "past_due"})).await;
+    assert_eq!(api(&mock, &access_path("user_dave", "prod_mockproduct1")).await.body["access_level"], "customer");
     let a = control(
         &mock,
         Method::POST,
@@ -806,10 +665,7 @@ async fn control_api_drives_everything() {
     )
     .await;
     assert_eq!(a.body["id"], "mem_mock000000001");
-    assert_eq!(
-        api(&mock, "/api/v1/memberships/BOB-KEY").await.body["user_id"],
-        "user_bob"
-    );
+    assert_eq!(api(&mock, "/api/v1/memberships/BOB-KEY").await.body["user_id"], "user_bob");
 
     // Faults over HTTP.
     let a = control(
@@ -819,20 +675,12 @@ async fn control_api_drives_everything() {
         json!({"endpoint": "access", "fault": {"type": "rate_limited", "retry_after": 7, "header": true}}),
     )
     .await;
-    assert_eq!(
-        a.body,
-        json!({"access": [{"type": "rate_limited", "retry_after": 7, "header": true}]})
-    );
+    assert_eq!(a.body, json!({"access": [{"type": "rate_limited", "retry_after": 7, "header": true}]}));
     let r = api(&mock, &alice_p1).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.headers["retry-after"], "7");
-    let a = control(
-        &mock,
-        Method::POST,
-        "/_mock/faults",
-        json!({"endpoint": "bogus", "fault": {"type": "hang"}}),
-    )
-    .await;
+    let a =
+        control(&mock, Method::POST, "/_mock/faults", json!({"endpoint": "bogus", "fault": {"type": "hang"}})).await;
     assert_eq!(a.status, 400);
     let a = send(client().delete(format!("{}/_mock/faults?endpoint=access", mock.base_url()))).await;
     assert_eq!(a.body, json!({}));
@@ -848,13 +696,7 @@ async fn control_api_drives_everything() {
     let a = control(&mock, Method::POST, "/_mock/token", json!({"user_id": "user_carol"})).await;
     let token = a.body["token"].as_str().unwrap().to_owned();
     assert_eq!(verify(&mock, &token).await.unwrap().sub, "user_carol");
-    let a = control(
-        &mock,
-        Method::POST,
-        "/_mock/token",
-        json!({"user_id": "user_carol", "expired": true}),
-    )
-    .await;
+    let a = control(&mock, Method::POST, "/_mock/token", json!({"user_id": "user_carol", "expired": true})).await;
     assert!(verify(&mock, a.body["token"].as_str().unwrap()).await.is_err());
     let a = control(&mock, Method::POST, "/_mock/token", json!({"expired": true})).await;
     assert_eq!(a.status, 400);
@@ -887,20 +729,15 @@ async fn control_api_drives_everything() {
 async fn rust_handle_mirrors_the_control_api() {
     let mock = start();
     let bob_p2 = access_path("user_bob", "prod_mockproduct2");
-    mock.set_access("user_bob", "prod_mockproduct2", AccessLevel::Admin)
-        .unwrap();
+    mock.set_access("user_bob", "prod_mockproduct2", AccessLevel::Admin).unwrap();
     assert_eq!(api(&mock, &bob_p2).await.body["access_level"], "admin");
     mock.clear_access("user_bob", "prod_mockproduct2").unwrap();
     assert_eq!(api(&mock, &bob_p2).await.body["access_level"], "no_access");
-    mock.set_membership_status("mem_alice00000001", MembershipStatus::Expired)
-        .unwrap();
+    mock.set_membership_status("mem_alice00000001", MembershipStatus::Expired).unwrap();
     let m = api(&mock, "/api/v1/memberships/mem_alice00000001").await.body;
     assert_eq!(m["status"], "expired");
     assert_eq!(m["valid"], false);
-    assert!(matches!(
-        mock.set_membership_status("mem_nope", MembershipStatus::Active),
-        Err(MockError::NotFound(_))
-    ));
+    assert!(matches!(mock.set_membership_status("mem_nope", MembershipStatus::Active), Err(MockError::NotFound(_))));
 }
 
 #[tokio::test]
@@ -909,32 +746,17 @@ async fn shutdown_releases_the_port_and_drop_stops() {
     let addr = mock.addr();
     mock.set_fault(EndpointKind::Access, Fault::hang());
     let url = format!("{}{}", mock.base_url(), access_path("user_alice", "prod_mockproduct1"));
-    let hanging = tokio::spawn(
-        client()
-            .get(url)
-            .bearer_auth("mock_api_key")
-            .timeout(Duration::from_secs(30))
-            .send(),
-    );
+    let hanging = tokio::spawn(client().get(url).bearer_auth("mock_api_key").timeout(Duration::from_secs(30)).send());
     tokio::time::sleep(Duration::from_millis(100)).await;
     mock.shutdown().await;
     // The hanging call ends (connection dropped) long before its own timeout.
-    let r = tokio::time::timeout(Duration::from_secs(5), hanging)
-        .await
-        .unwrap()
-        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), hanging).await.unwrap().unwrap();
     assert!(r.is_err());
     let again = MockWhop::start(addr, MockState::default()).unwrap();
     assert_eq!(again.addr(), addr);
     drop(again);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        client()
-            .get(format!("http://{addr}/.well-known/jwks.json"))
-            .send()
-            .await
-            .is_err()
-    );
+    assert!(client().get(format!("http://{addr}/.well-known/jwks.json")).send().await.is_err());
 }
 
 #[tokio::test]
@@ -957,28 +779,19 @@ async fn a_state_file_round_trips_through_a_running_mock() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.toml");
     let mut state = MockState::default();
-    state.keys.push(SigningKey {
-        kid: "generated".into(),
-        private_key: None,
-        generate: true,
-        published: false,
-    });
+    state.keys.push(SigningKey { kid: "generated".into(), private_key: None, generate: true, published: false });
     state.rate_limit_per_minute = Some(600);
     let resolved = state.resolve().unwrap();
     std::fs::write(&path, resolved.to_toml().unwrap()).unwrap();
     let loaded = MockState::load(&path).unwrap();
     assert_eq!(loaded, resolved);
     let mock = start_with(loaded);
-    let served = control(&mock, reqwest::Method::GET, "/_mock/state", json!({}))
-        .await
-        .body;
+    let served = control(&mock, reqwest::Method::GET, "/_mock/state", json!({})).await.body;
     let back: MockState = serde_json::from_value(served).unwrap();
     assert_eq!(back, resolved);
     // Unpublished keys sign but are not served.
     let jwks = send(client().get(mock.jwks_url())).await.body;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
-    let t = mock
-        .mint_token_with("user_alice", TokenOptions::signed_with("generated"))
-        .unwrap();
+    let t = mock.mint_token_with("user_alice", TokenOptions::signed_with("generated")).unwrap();
     assert!(verify(&mock, &t).await.is_err());
 }

@@ -33,24 +33,18 @@ impl ProxyBody {
     /// The upstream's body; `reuse` returns the connection to `pool` after the last byte.
     pub(crate) fn upstream(body: Incoming, reuse: Option<(UpstreamSender, Arc<UpstreamPool>)>) -> Self {
         let reuse = reuse.map(|(sender, pool)| Reuse { sender, pool });
-        Self {
-            kind: Kind::Upstream { body, reuse },
-        }
+        Self { kind: Kind::Upstream { body, reuse } }
     }
 
     /// A body made here (error pages).
     pub fn local(data: impl Into<Bytes>) -> Self {
         let data = data.into();
-        Self {
-            kind: Kind::Local((!data.is_empty()).then_some(data)),
-        }
+        Self { kind: Kind::Local((!data.is_empty()).then_some(data)) }
     }
 
     /// No body.
     pub fn empty() -> Self {
-        Self {
-            kind: Kind::Local(None),
-        }
+        Self { kind: Kind::Local(None) }
     }
 }
 

@@ -51,11 +51,8 @@ pub fn is_identity_header(name: &str) -> bool {
 
 /// Removes every client-supplied identity header (all spellings).
 pub fn strip_identity_headers(headers: &mut HeaderMap) {
-    let doomed: SmallVec<[HeaderName; 4]> = headers
-        .keys()
-        .filter(|name| is_identity_header(name.as_str()))
-        .cloned()
-        .collect();
+    let doomed: SmallVec<[HeaderName; 4]> =
+        headers.keys().filter(|name| is_identity_header(name.as_str())).cloned().collect();
     for name in doomed {
         headers.remove(&name);
     }
@@ -115,11 +112,7 @@ impl Peer {
     /// Classifies `ip` against the trusted proxy list.
     pub fn new(ip: IpAddr, tls: bool, trusted_proxies: &[IpNet]) -> Self {
         let ip = ip.to_canonical();
-        Self {
-            ip,
-            trusted: trusted_proxies.iter().any(|net| net.contains(&ip)),
-            tls,
-        }
+        Self { ip, trusted: trusted_proxies.iter().any(|net| net.contains(&ip)), tls }
     }
 }
 
@@ -183,14 +176,7 @@ mod tests {
         ] {
             assert!(is_identity_header(name), "{name}");
         }
-        for name in [
-            "x-whop-user-token",
-            "x-whop",
-            "x-whopgate",
-            "x-whop-user-idx",
-            "accept",
-            "x-whopx-user-id",
-        ] {
+        for name in ["x-whop-user-token", "x-whop", "x-whopgate", "x-whop-user-idx", "accept", "x-whopx-user-id"] {
             assert!(!is_identity_header(name), "{name}");
         }
     }
@@ -232,11 +218,7 @@ mod tests {
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert("forwarded", HeaderValue::from_static("for=1.2.3.4"));
         let host = HeaderValue::from_static("app.test");
-        set_forwarded(
-            &mut h,
-            &Peer::new("192.0.2.1".parse().unwrap(), false, &trusted),
-            Some(&host),
-        );
+        set_forwarded(&mut h, &Peer::new("192.0.2.1".parse().unwrap(), false, &trusted), Some(&host));
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.test");

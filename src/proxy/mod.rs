@@ -44,11 +44,7 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy to `upstream` (`host:port`) that gives up on a response head after `timeout`.
     pub fn new(upstream: UpstreamAddr, timeout: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self {
-            upstream,
-            timeout,
-            metrics,
-        })
+        Arc::new(Self { upstream, timeout, metrics })
     }
 
     /// A fresh connection pool, one per worker thread.
@@ -58,11 +54,7 @@ impl Proxy {
 
     /// The service for one client connection from `peer`, using the worker's `pool`.
     pub fn service(self: &Arc<Self>, pool: Arc<UpstreamPool>, peer: Peer) -> ProxyService {
-        ProxyService {
-            proxy: self.clone(),
-            pool,
-            peer,
-        }
+        ProxyService { proxy: self.clone(), pool, peer }
     }
 }
 
@@ -156,10 +148,7 @@ fn prepare_request<B>(req: &mut Request<B>, peer: &Peer, upgrade: bool) {
     let host = match req.headers().get(header::HOST) {
         Some(h) => Some(h.clone()),
         None => {
-            let from_uri = req
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            let from_uri = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
             if let Some(h) = &from_uri {
                 req.headers_mut().insert(header::HOST, h.clone());
             }

@@ -38,10 +38,7 @@ pub struct UpstreamPool {
 impl UpstreamPool {
     /// An empty pool for `addr`.
     pub fn new(addr: UpstreamAddr) -> Arc<Self> {
-        Arc::new(Self {
-            addr,
-            idle: Mutex::new(Vec::new()),
-        })
+        Arc::new(Self { addr, idle: Mutex::new(Vec::new()) })
     }
 
     /// The most recently used idle connection that is still open, if any.
@@ -72,10 +69,8 @@ impl UpstreamPool {
     pub async fn connect(&self) -> std::io::Result<UpstreamSender> {
         let stream = TcpStream::connect(&self.addr.authority).await?;
         stream.set_nodelay(true)?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
+        let (sender, conn) =
+            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
         tokio::spawn(async move {
             // The connection ends when either side closes it; nothing to report beyond debug.
             if let Err(e) = conn.with_upgrades().await {

@@ -14,10 +14,7 @@ pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
     // A plain bind first: it fails if anyone holds the port, where a reuse-port bind would
     // silently share it. It also resolves port 0 to a real port.
     let probe = socket(addr, false)?;
-    let addr = probe
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| io::Error::other("not an IP socket"))?;
+    let addr = probe.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
     drop(probe);
     (0..count).map(|_| socket(addr, true).map(Into::into)).collect()
 }

@@ -82,25 +82,19 @@ impl Server {
                 slots: connection_slots.clone(),
                 shutdown: shutdown_rx.clone(),
             };
-            let handle = std::thread::Builder::new()
-                .name(format!("whopgate-worker-{i}"))
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not start a worker runtime");
-                            return;
-                        }
-                    };
-                    runtime.block_on(worker.run(std_listener));
-                })?;
+            let handle = std::thread::Builder::new().name(format!("whopgate-worker-{i}")).spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not start a worker runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(worker.run(std_listener));
+            })?;
             workers.push(handle);
         }
-        Ok(Server {
-            local_addr,
-            shutdown,
-            workers,
-        })
+        Ok(Server { local_addr, shutdown, workers })
     }
 
     /// The address clients connect to (with the real port when `listen` asked for port 0).
@@ -197,14 +191,8 @@ impl Worker {
         }
         drop(listener);
         tracker.close();
-        if tokio::time::timeout(self.settings.drain_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = tracker.len(),
-                "drain timeout reached; closing the connections still open"
-            );
+        if tokio::time::timeout(self.settings.drain_timeout, tracker.wait()).await.is_err() {
+            tracing::warn!(open = tracker.len(), "drain timeout reached; closing the connections still open");
         }
     }
 }

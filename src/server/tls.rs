@@ -68,10 +68,7 @@ impl ReloadingCert {
     pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError {
-                path: self.cert_path.clone(),
-                problem: e.to_string(),
-            })?
+            .map_err(|e| TlsError { path: self.cert_path.clone(), problem: e.to_string() })?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -106,14 +103,8 @@ impl ResolvesServerCert for ReloadingCert {
 }
 
 fn load_pair(cert_path: &Path, key_path: &Path, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
-    let bad_cert = |problem: String| TlsError {
-        path: cert_path.to_owned(),
-        problem,
-    };
-    let bad_key = |problem: String| TlsError {
-        path: key_path.to_owned(),
-        problem,
-    };
+    let bad_cert = |problem: String| TlsError { path: cert_path.to_owned(), problem };
+    let bad_key = |problem: String| TlsError { path: key_path.to_owned(), problem };
     let certs = CertificateDer::pem_file_iter(cert_path)
         .map_err(|e| bad_cert(format!("cannot read the certificate: {e}")))?
         .collect::<Result<Vec<_>, _>>()

@@ -30,10 +30,7 @@ impl CallBudget {
     /// A budget of `per_minute` calls in any minute.
     pub fn new(per_minute: u32) -> Self {
         let limit = usize::try_from(per_minute.max(1)).unwrap_or(usize::MAX);
-        Self {
-            limit,
-            state: Mutex::new(State::default()),
-        }
+        Self { limit, state: Mutex::new(State::default()) }
     }
 
     /// Takes one call from the budget, or says why not (paused, or spent).
@@ -42,9 +39,7 @@ impl CallBudget {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(until) = state.paused_until {
             if now < until {
-                return Err(WhopError::Paused {
-                    retry_after: until - now,
-                });
+                return Err(WhopError::Paused { retry_after: until - now });
             }
             state.paused_until = None;
         }
@@ -53,9 +48,7 @@ impl CallBudget {
         }
         if state.calls.len() >= self.limit {
             let oldest = state.calls.front().copied().unwrap_or(now);
-            return Err(WhopError::BudgetExhausted {
-                retry_after: WINDOW.saturating_sub(now.duration_since(oldest)),
-            });
+            return Err(WhopError::BudgetExhausted { retry_after: WINDOW.saturating_sub(now.duration_since(oldest)) });
         }
         state.calls.push_back(now);
         Ok(())

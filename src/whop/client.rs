@@ -149,11 +149,7 @@ impl WhopClient {
         let response = self.http.get(url).headers(headers.clone()).send().await.map_err(|e| {
             // reqwest puts the URL in its errors; a license key can be in that URL.
             let e = e.without_url();
-            if e.is_connect() {
-                Attempt::Connect(e.to_string())
-            } else {
-                Attempt::Network(e.to_string())
-            }
+            if e.is_connect() { Attempt::Connect(e.to_string()) } else { Attempt::Network(e.to_string()) }
         })?;
         let status = response.status().as_u16();
         if status == 429 {
@@ -164,23 +160,16 @@ impl WhopClient {
                 .and_then(|v| v.trim().parse::<u64>().ok());
             let body = response.text().await.unwrap_or_default();
             let seconds = header_seconds.or_else(|| seconds_in_message(&body));
-            let pause = seconds
-                .map_or(DEFAULT_PAUSE, Duration::from_secs)
-                .clamp(Duration::from_secs(1), MAX_PAUSE);
+            let pause = seconds.map_or(DEFAULT_PAUSE, Duration::from_secs).clamp(Duration::from_secs(1), MAX_PAUSE);
             return Err(Attempt::RateLimited(pause));
         }
         if !(200..300).contains(&status) {
             let body = response.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<ErrorBody>(&body)
-                .ok()
-                .and_then(|b| b.error.message)
-                .unwrap_or_default();
+            let message =
+                serde_json::from_str::<ErrorBody>(&body).ok().and_then(|b| b.error.message).unwrap_or_default();
             return Err(Attempt::Status(status, message));
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Attempt::Network(e.without_url().to_string()))?;
+        let bytes = response.bytes().await.map_err(|e| Attempt::Network(e.without_url().to_string()))?;
         serde_json::from_slice(&bytes).map_err(|e| Attempt::Decode(e.to_string()))
     }
 
@@ -192,14 +181,8 @@ impl WhopClient {
             Err(Attempt::Decode(_)) => "200".to_owned(),
             Err(Attempt::Timeout | Attempt::Connect(_) | Attempt::Network(_)) => "error".to_owned(),
         };
-        self.metrics
-            .whop_api_requests
-            .with_label_values(&[endpoint.as_str(), status.as_str()])
-            .inc();
-        self.metrics
-            .whop_api_duration
-            .with_label_values(&[endpoint.as_str()])
-            .observe(elapsed.as_secs_f64());
+        self.metrics.whop_api_requests.with_label_values(&[endpoint.as_str(), status.as_str()]).inc();
+        self.metrics.whop_api_duration.with_label_values(&[endpoint.as_str()]).observe(elapsed.as_secs_f64());
     }
 }
 
@@ -242,11 +225,8 @@ fn segment(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
 }
 
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 #[cfg(test)]
 mod tests {

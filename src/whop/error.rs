@@ -76,29 +76,16 @@ impl fmt::Display for WhopError {
             WhopError::Network(e) => write!(f, "could not reach the Whop API: {e}"),
             WhopError::Server { status } => write!(f, "the Whop API failed ({status})"),
             WhopError::RateLimited { retry_after } => {
-                write!(
-                    f,
-                    "the Whop API is rate limiting us; pausing for {}s",
-                    retry_after.as_secs()
-                )
+                write!(f, "the Whop API is rate limiting us; pausing for {}s", retry_after.as_secs())
             }
             WhopError::Paused { retry_after } => {
-                write!(
-                    f,
-                    "calls to the Whop API are paused after a 429 for {}s more",
-                    retry_after.as_secs()
-                )
+                write!(f, "calls to the Whop API are paused after a 429 for {}s more", retry_after.as_secs())
             }
-            WhopError::BudgetExhausted { retry_after } => write!(
-                f,
-                "whop.rate_limit_per_minute reached; next call possible in {}s",
-                retry_after.as_secs().max(1)
-            ),
+            WhopError::BudgetExhausted { retry_after } => {
+                write!(f, "whop.rate_limit_per_minute reached; next call possible in {}s", retry_after.as_secs().max(1))
+            }
             WhopError::Unauthorized { status, message } => {
-                write!(
-                    f,
-                    "the Whop API refused our API key ({status}): {message}; check whop.api_key"
-                )
+                write!(f, "the Whop API refused our API key ({status}): {message}; check whop.api_key")
             }
             WhopError::NotFound => f.write_str("the Whop API does not know it (404)"),
             WhopError::Client { status, message } => write!(f, "the Whop API refused the call ({status}): {message}"),

@@ -81,10 +81,8 @@ fn check_accepts_the_example_config_and_prints_the_route_table() {
     }
     // Match order is file order.
     let table = &text[text.find("routes (first match wins)").unwrap()..];
-    let order: Vec<usize> = ["  /assets ", "  /admin ", "  /api ", "  / "]
-        .iter()
-        .map(|p| table.find(p).unwrap())
-        .collect();
+    let order: Vec<usize> =
+        ["  /assets ", "  /admin ", "  /api ", "  / "].iter().map(|p| table.find(p).unwrap()).collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
 }
 
@@ -93,12 +91,7 @@ fn check_without_the_example_env_names_each_unset_variable() {
     let out = whopgate(&["check", "--config", example().to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    for name in [
-        "WHOP_API_KEY",
-        "WHOP_CLIENT_SECRET",
-        "WHOPGATE_COOKIE_SECRET",
-        "WHOP_WEBHOOK_SECRET",
-    ] {
+    for name in ["WHOP_API_KEY", "WHOP_CLIENT_SECRET", "WHOPGATE_COOKIE_SECRET", "WHOP_WEBHOOK_SECRET"] {
         assert!(err.contains(name), "{name} not named in:\n{err}");
     }
 }
@@ -107,12 +100,7 @@ fn check_without_the_example_env_names_each_unset_variable() {
 #[test]
 fn check_rejects_broken_configs_naming_problem_and_line() {
     let cases: [(&str, String, &str, &str); 5] = [
-        (
-            "misspelt key",
-            VALID.replace("upstream =", "upsteam ="),
-            ":2:",
-            "did you mean `upstream`",
-        ),
+        ("misspelt key", VALID.replace("upstream =", "upsteam ="), ":2:", "did you mean `upstream`"),
         (
             "bad duration",
             VALID.replace(
@@ -137,26 +125,15 @@ fn check_rejects_broken_configs_naming_problem_and_line() {
             ":2:",
             "10.0.0.0/33",
         ),
-        (
-            "no route",
-            VALID[..VALID.find("[[route]]").unwrap()].to_owned(),
-            ":",
-            "[[route]]",
-        ),
+        ("no route", VALID[..VALID.find("[[route]]").unwrap()].to_owned(), ":", "[[route]]"),
     ];
     for (what, text, line, needle) in cases {
         let out = with_config(&text, &["check"]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{what}: {err}");
         assert!(err.contains(needle), "{what}: {needle:?} not in:\n{err}");
-        assert!(
-            err.contains(&format!("whopgate.toml{line}")),
-            "{what}: line {line} not in:\n{err}"
-        );
-        assert!(
-            stdout(&out).is_empty(),
-            "{what}: printed a route table for a broken config"
-        );
+        assert!(err.contains(&format!("whopgate.toml{line}")), "{what}: line {line} not in:\n{err}");
+        assert!(stdout(&out).is_empty(), "{what}: printed a route table for a broken config");
     }
 }
 
@@ -178,31 +155,16 @@ fn check_warns_about_shadowed_rules() {
     let out = with_config(&text, &["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(
-        text.contains("warning: route 3 (/late) never matches: route 2 (/"),
-        "{text}"
-    );
+    assert!(text.contains("warning: route 3 (/late) never matches: route 2 (/"), "{text}");
 }
 
 #[test]
 fn explain_names_the_matching_rule() {
     let cases = [
         (["GET", "/assets/app.js"].as_slice(), "rule      1 (/assets", "public"),
-        (
-            &["POST", "/anything"],
-            "rule      2 (/",
-            "customer of prod_aaaaaaaaaaaaaa",
-        ),
-        (
-            &["GET", "/assets/../secret"],
-            "normalised to /secret",
-            "customer of prod_aaaaaaaaaaaaaa",
-        ),
-        (
-            &["GET", "/a%2Fb"],
-            "rejected: the request path contains an encoded slash",
-            "400 bad request",
-        ),
+        (&["POST", "/anything"], "rule      2 (/", "customer of prod_aaaaaaaaaaaaaa"),
+        (&["GET", "/assets/../secret"], "normalised to /secret", "customer of prod_aaaaaaaaaaaaaa"),
+        (&["GET", "/a%2Fb"], "rejected: the request path contains an encoded slash", "400 bad request"),
     ];
     for (args, first, second) in cases {
         let mut all = vec!["explain"];
@@ -262,10 +224,7 @@ fn the_demo_commands_work_as_printed() {
             }
         }
         if line.contains("whopgate demo: the gate runs on ") {
-            gate = line
-                .split_whitespace()
-                .find(|w| w.starts_with("http://"))
-                .map(str::to_owned);
+            gate = line.split_whitespace().find(|w| w.starts_with("http://")).map(str::to_owned);
         }
         if line.contains("Ctrl-C stops the demo") {
             break;
@@ -285,17 +244,9 @@ fn the_demo_commands_work_as_printed() {
     assert_eq!(status("/admin", Some("CAROL")), 200);
     assert_eq!(status("/admin", Some("ALICE")), 403);
     assert_eq!(status("/", None), 401);
-    let body = client
-        .get(format!("{gate}/"))
-        .header("x-whop-user-token", &tokens["ALICE"])
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(
-        body.contains("hello user_alice") && body.contains("x-whop-access-level: customer"),
-        "{body}"
-    );
+    let body =
+        client.get(format!("{gate}/")).header("x-whop-user-token", &tokens["ALICE"]).send().unwrap().text().unwrap();
+    assert!(body.contains("hello user_alice") && body.contains("x-whop-access-level: customer"), "{body}");
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -310,16 +261,9 @@ async fn mock_whop_process_and_its_tokens_work_with_a_gate() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let line = BufReader::new(mock.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("the mock names its address")
-        .to_owned();
+    let line = BufReader::new(mock.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let base =
+        line.split_whitespace().find(|w| w.starts_with("http://")).expect("the mock names its address").to_owned();
     let token = whopgate(&["mock-whop", "token", "user_alice"], &[]);
     assert_eq!(token.status.code(), Some(0));
     let token = stdout(&token).trim().to_owned();
@@ -333,21 +277,11 @@ async fn mock_whop_process_and_its_tokens_work_with_a_gate() {
         ),
     );
     let gate = crate::support::Whopgate::start(&config);
-    let r = reqwest::Client::new()
-        .get(gate.url("/"))
-        .header("x-whop-user-token", &token)
-        .send()
-        .await
-        .unwrap();
+    let r = reqwest::Client::new().get(gate.url("/")).header("x-whop-user-token", &token).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().header("x-whop-user-id"), ["user_alice"]);
     // The mock saw the documented API version header.
-    let calls: serde_json::Value = reqwest::get(format!("{base}/_mock/calls"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let calls: serde_json::Value = reqwest::get(format!("{base}/_mock/calls")).await.unwrap().json().await.unwrap();
     assert_eq!(calls["last_api_version_date"], "2026-09-15", "{calls}");
     let _ = mock.kill();
     let _ = mock.wait();

@@ -40,10 +40,7 @@ async fn setup() -> Setup {
     let up = Upstream::start().await;
     let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
     let gate = Whopgate::start(&gated_config(&up.url(), &mock, "", ROUTES));
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     Setup { up, mock, gate, client }
 }
 
@@ -145,17 +142,8 @@ async fn public_routes_set_identity_headers_only_for_a_valid_token() {
     let seen = s.up.last();
     assert_eq!(seen.header("x-whop-user-id"), ["user_bob"]);
     assert_eq!(seen.header("x-whopgate-source"), ["user_token"]);
-    assert!(
-        seen.header("x-whop-access-level").is_empty(),
-        "nothing was checked on a public route"
-    );
-    let r = s
-        .client
-        .get(s.gate.url("/public/page"))
-        .header("x-whop-user-token", "garbage")
-        .send()
-        .await
-        .unwrap();
+    assert!(seen.header("x-whop-access-level").is_empty(), "nothing was checked on a public route");
+    let r = s.client.get(s.gate.url("/public/page")).header("x-whop-user-token", "garbage").send().await.unwrap();
     assert_eq!(r.status(), 200, "a bad token does not break a public page");
     assert!(s.up.last().header("x-whop-user-id").is_empty());
 }
@@ -166,12 +154,7 @@ async fn decisions_are_counted_and_logged_without_tokens() {
     s.get("/dashboard", Some("user_alice"), "application/json").await;
     s.get("/dashboard", Some("user_bob"), "application/json").await;
     s.get("/dashboard", None, "application/json").await;
-    let metrics = reqwest::get(s.gate.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = reqwest::get(s.gate.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     for line in [
         r#"whopgate_requests_total{decision="allow",route="/"} 1"#,
         r#"whopgate_requests_total{decision="forbidden",route="/"} 1"#,
@@ -182,14 +165,8 @@ async fn decisions_are_counted_and_logged_without_tokens() {
     ] {
         assert!(metrics.contains(line), "missing {line}\n{metrics}");
     }
-    let line = s
-        .gate
-        .wait_for_log("decision=forbidden", Duration::from_secs(5))
-        .expect("access log");
-    assert!(
-        line.contains("user=user_bob") && line.contains("reason=no_access"),
-        "{line}"
-    );
+    let line = s.gate.wait_for_log("decision=forbidden", Duration::from_secs(5)).expect("access log");
+    assert!(line.contains("user=user_bob") && line.contains("reason=no_access"), "{line}");
     for line in s.gate.logs() {
         assert!(!line.contains("eyJ"), "a token in the log: {line}");
     }

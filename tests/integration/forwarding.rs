@@ -22,10 +22,7 @@ access_level = "admin"
 "#;
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,11 +46,7 @@ async fn public_route_forwards_method_target_headers_and_body_byte_exact() {
     assert_eq!(echo["method"], "PATCH");
     assert_eq!(echo["target"], "/public/echo/%C3%A9?a=1&b=%20x&a=2");
     let seen = up.last();
-    assert_eq!(
-        seen.header("x-custom"),
-        ["spaced\tvalue"],
-        "header value trimmed only of outer whitespace by HTTP"
-    );
+    assert_eq!(seen.header("x-custom"), ["spaced\tvalue"], "header value trimmed only of outer whitespace by HTTP");
     assert_eq!(seen.header("x-multi"), ["one"]);
     assert_eq!(seen.header("cookie"), ["a=b; c=d"]);
     assert_eq!(seen.header("x-whop-user-token"), ["eyJ.passes.through"]);
@@ -62,9 +55,7 @@ async fn public_route_forwards_method_target_headers_and_body_byte_exact() {
     assert_eq!(seen.header("x-forwarded-host"), [gate.addr.to_string()]);
     assert_eq!(seen.header("host"), [gate.addr.to_string()]);
     assert_eq!(seen.header("x-request-id").len(), 1);
-    let received = base64::engine::general_purpose::STANDARD
-        .decode(echo["body_base64"].as_str().unwrap())
-        .unwrap();
+    let received = base64::engine::general_purpose::STANDARD.decode(echo["body_base64"].as_str().unwrap()).unwrap();
     assert_eq!(received, body);
 }
 
@@ -72,25 +63,11 @@ async fn public_route_forwards_method_target_headers_and_body_byte_exact() {
 async fn request_id_is_kept_when_sent() {
     let up = Upstream::start().await;
     let gate = Whopgate::start(&config(&up.url(), PUBLIC));
-    let response = client()
-        .get(gate.url("/public"))
-        .header("x-request-id", "trace-abc-123")
-        .send()
-        .await
-        .unwrap();
+    let response = client().get(gate.url("/public")).header("x-request-id", "trace-abc-123").send().await.unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-abc-123");
     assert_eq!(up.last().header("x-request-id"), ["trace-abc-123"]);
-    let line = gate
-        .wait_for_log("trace-abc-123", Duration::from_secs(5))
-        .expect("access log line");
-    for field in [
-        "method=GET",
-        "path=/public",
-        "status=200",
-        "rule=/public",
-        "decision=public",
-        "duration_ms=",
-    ] {
+    let line = gate.wait_for_log("trace-abc-123", Duration::from_secs(5)).expect("access log line");
+    for field in ["method=GET", "path=/public", "status=200", "rule=/public", "decision=public", "duration_ms="] {
         assert!(line.contains(field), "{field} missing in {line}");
     }
 }
@@ -115,10 +92,7 @@ async fn forged_identity_headers_never_reach_the_upstream() {
         "x-whop-resource-id",
         "x_whopgate_source",
     ] {
-        assert!(
-            !names.contains(&forged.to_owned()),
-            "{forged} reached the upstream: {names:?}"
-        );
+        assert!(!names.contains(&forged.to_owned()), "{forged} reached the upstream: {names:?}");
     }
     assert_eq!(seen.header("x-whop-user-token"), ["tok"]);
 }
@@ -141,10 +115,7 @@ async fn hop_by_hop_headers_are_dropped_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_for_from_untrusted_client_is_replaced() {
     let up = Upstream::start().await;
-    let gate = Whopgate::start(&config(
-        &up.url(),
-        &format!("trusted_proxies = [\"10.0.0.0/8\"]\n{PUBLIC}"),
-    ));
+    let gate = Whopgate::start(&config(&up.url(), &format!("trusted_proxies = [\"10.0.0.0/8\"]\n{PUBLIC}")));
     client()
         .get(gate.url("/public"))
         .header("x-forwarded-for", "6.6.6.6")
@@ -164,10 +135,7 @@ async fn forwarded_for_from_untrusted_client_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_for_from_trusted_proxy_is_appended() {
     let up = Upstream::start().await;
-    let gate = Whopgate::start(&config(
-        &up.url(),
-        &format!("trusted_proxies = [\"127.0.0.1/32\"]\n{PUBLIC}"),
-    ));
+    let gate = Whopgate::start(&config(&up.url(), &format!("trusted_proxies = [\"127.0.0.1/32\"]\n{PUBLIC}")));
     client()
         .get(gate.url("/public"))
         .header("x-forwarded-for", "203.0.113.7")
@@ -187,9 +155,8 @@ async fn h2c_prior_knowledge_request_works() {
     let up = Upstream::start().await;
     let gate = Whopgate::start(&config(&up.url(), PUBLIC));
     let stream = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     for i in 0..3 {
         let request = http::Request::post(format!("http://{}/public/h2?i={i}", gate.addr))
@@ -203,10 +170,7 @@ async fn h2c_prior_knowledge_request_works() {
         let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(echo["target"], format!("/public/h2?i={i}"));
         assert_eq!(echo["method"], "POST");
-        assert_eq!(
-            echo["body_base64"],
-            base64::engine::general_purpose::STANDARD.encode("over h2")
-        );
+        assert_eq!(echo["body_base64"], base64::engine::general_purpose::STANDARD.encode("over h2"));
     }
     let seen = up.last();
     assert_eq!(seen.header("x-h2"), ["yes"]);
@@ -219,22 +183,12 @@ async fn unmatched_and_protected_requests_do_not_reach_the_upstream() {
     let gate = Whopgate::start(&config(&up.url(), PUBLIC));
     let r = client().get(gate.url("/elsewhere")).send().await.unwrap();
     assert_eq!(r.status(), 403);
-    let r = client()
-        .get(gate.url("/admin"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(gate.url("/admin")).header("accept", "application/json").send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], r#"Bearer realm="whopgate""#);
     let json: serde_json::Value = r.json().await.unwrap();
     assert_eq!(json["error"], "unauthenticated");
-    let r = client()
-        .get(gate.url("/admin"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(gate.url("/admin")).header("accept", "text/html").send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     assert!(up.seen().is_empty(), "the upstream saw {:?}", up.seen());
@@ -244,15 +198,8 @@ async fn unmatched_and_protected_requests_do_not_reach_the_upstream() {
 async fn json_logs_are_one_object_per_line() {
     let up = Upstream::start().await;
     let gate = Whopgate::start(&config(&up.url(), &format!("log_format = \"json\"\n{PUBLIC}")));
-    client()
-        .get(gate.url("/public/j"))
-        .header("x-request-id", "json-req-1")
-        .send()
-        .await
-        .unwrap();
-    let line = gate
-        .wait_for_log("json-req-1", Duration::from_secs(5))
-        .expect("access log line");
+    client().get(gate.url("/public/j")).header("x-request-id", "json-req-1").send().await.unwrap();
+    let line = gate.wait_for_log("json-req-1", Duration::from_secs(5)).expect("access log line");
     let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(entry["target"], "whopgate::access");
     assert_eq!(entry["method"], "GET");

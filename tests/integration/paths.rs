@@ -50,19 +50,12 @@ async fn path_tricks_never_reach_the_upstream_as_admin() {
             format!("GET {target} HTTP/1.1\r\nHost: app\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
         let response = raw_request(gate.addr, request.as_bytes());
         let status = status_of(&response);
-        assert!(
-            allowed.contains(&status),
-            "{target}: got {status}, expected one of {allowed:?}\n{response}"
-        );
+        assert!(allowed.contains(&status), "{target}: got {status}, expected one of {allowed:?}\n{response}");
     }
     for seen in up.seen() {
         let path = seen.target.split('?').next().unwrap_or("");
         assert!(path.starts_with("/public/"), "the upstream received {:?}", seen.target);
-        assert!(
-            !path.contains("/admin") || path.contains("%252e"),
-            "the upstream received {:?}",
-            seen.target
-        );
+        assert!(!path.contains("/admin") || path.contains("%252e"), "the upstream received {:?}", seen.target);
     }
     assert_eq!(up.seen().len(), 1, "only the harmless /public request is forwarded");
 }

@@ -55,9 +55,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let stream = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     sender
 }
@@ -97,16 +95,8 @@ async fn one_gib_upload_streams_in_bounded_memory() {
     let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(echo["bytes"], GIB);
     let growth = peak.saturating_sub(baseline);
-    eprintln!(
-        "upload: 1 GiB in {elapsed:?}, RSS baseline {} MiB, peak {} MiB",
-        baseline >> 20,
-        peak >> 20
-    );
-    assert!(
-        growth < MAX_GROWTH,
-        "RSS grew by {} MiB during a 1 GiB upload",
-        growth >> 20
-    );
+    eprintln!("upload: 1 GiB in {elapsed:?}, RSS baseline {} MiB, peak {} MiB", baseline >> 20, peak >> 20);
+    assert!(growth < MAX_GROWTH, "RSS grew by {} MiB during a 1 GiB upload", growth >> 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,16 +127,8 @@ async fn one_gib_download_streams_in_bounded_memory() {
     let peak = peak.join().unwrap();
     assert_eq!(received, GIB);
     let growth = peak.saturating_sub(baseline);
-    eprintln!(
-        "download: 1 GiB in {elapsed:?}, RSS baseline {} MiB, peak {} MiB",
-        baseline >> 20,
-        peak >> 20
-    );
-    assert!(
-        growth < MAX_GROWTH,
-        "RSS grew by {} MiB during a 1 GiB download",
-        growth >> 20
-    );
+    eprintln!("download: 1 GiB in {elapsed:?}, RSS baseline {} MiB, peak {} MiB", baseline >> 20, peak >> 20);
+    assert!(growth < MAX_GROWTH, "RSS grew by {} MiB during a 1 GiB download", growth >> 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,18 +158,12 @@ async fn server_sent_events_arrive_one_at_a_time() {
             }
         }
     }
-    assert_eq!(
-        text,
-        "data: event 0\n\ndata: event 1\n\ndata: event 2\n\ndata: event 3\n\n"
-    );
+    assert_eq!(text, "data: event 0\n\ndata: event 1\n\ndata: event 2\n\ndata: event 3\n\n");
     assert_eq!(arrivals.len(), 4);
     // Each event arrived on its own, roughly when the upstream flushed it: never batched.
     for pair in arrivals.windows(2) {
         let between = pair[1] - pair[0];
-        assert!(
-            between >= gap - Duration::from_millis(100),
-            "events batched: arrivals {arrivals:?}"
-        );
+        assert!(between >= gap - Duration::from_millis(100), "events batched: arrivals {arrivals:?}");
     }
     assert!(arrivals[0] < gap, "first event held back: {arrivals:?}");
 }
@@ -196,15 +172,10 @@ async fn server_sent_events_arrive_one_at_a_time() {
 async fn websocket_echo_round_trips_text_and_binary() {
     let up = Upstream::start().await;
     let gate = Whopgate::start(&config(&up.url(), PUBLIC));
-    let (mut ws, response) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gate.addr))
-        .await
-        .unwrap();
+    let (mut ws, response) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gate.addr)).await.unwrap();
     assert_eq!(response.status(), 101);
     ws.send(Message::text("hello through the gate")).await.unwrap();
-    assert_eq!(
-        ws.next().await.unwrap().unwrap(),
-        Message::text("hello through the gate")
-    );
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello through the gate"));
     let binary: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
     ws.send(Message::binary(binary.clone())).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(binary));
@@ -230,19 +201,7 @@ async fn keep_alive_connections_are_reused_upstream() {
     }
     assert_eq!(up.seen().len(), 200);
     // One connection per worker at most: each response's connection went back to the pool.
-    assert!(
-        up.connections() <= 2,
-        "{} upstream connections for 200 sequential requests",
-        up.connections()
-    );
-    let metrics = reqwest::get(gate.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"whopgate_upstream_requests_total{status="200"} 200"#),
-        "{metrics}"
-    );
+    assert!(up.connections() <= 2, "{} upstream connections for 200 sequential requests", up.connections());
+    let metrics = reqwest::get(gate.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"whopgate_upstream_requests_total{status="200"} 200"#), "{metrics}");
 }

@@ -59,10 +59,7 @@ async fn serves_https_and_picks_up_a_renewed_certificate() {
     assert_eq!(response.status(), 200, "the renewed certificate was not served");
     let old = client_trusting(&cert, &gate).get(&url).send().await;
     assert!(old.is_err(), "the old certificate is still served");
-    assert!(
-        gate.wait_for_log("reloaded the TLS certificate", Duration::from_secs(2))
-            .is_some()
-    );
+    assert!(gate.wait_for_log("reloaded the TLS certificate", Duration::from_secs(2)).is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

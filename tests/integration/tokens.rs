@@ -29,11 +29,7 @@ fn claims(mock: &MockWhop) -> serde_json::Value {
 
 /// A token with any header, signed by `sign` over the signing input.
 fn hand_made(header: serde_json::Value, claims: &serde_json::Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
+    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
     let signature = sign(input.as_bytes());
     format!("{input}.{}", b64(&signature))
 }
@@ -47,10 +43,7 @@ async fn status_with_token(gate: &Whopgate, token: &str) -> (u16, serde_json::Va
         .await
         .unwrap();
     let status = r.status().as_u16();
-    let auth = r
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let auth = r.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
     let body = r.json().await.unwrap_or(serde_json::Value::Null);
     (status, body, auth)
 }
@@ -72,29 +65,11 @@ async fn every_bad_token_is_401_invalid_credentials() {
             "bad signature (a key not in the JWKS)",
             mock.mint_token_with("user_alice", TokenOptions::foreign_key()).unwrap(),
         ),
-        (
-            "expired",
-            mock.mint_token_with("user_alice", TokenOptions::expired()).unwrap(),
-        ),
-        (
-            "wrong iss",
-            mock.mint_token_with("user_alice", TokenOptions::issuer("urn:evil"))
-                .unwrap(),
-        ),
-        (
-            "wrong aud",
-            mock.mint_token_with("user_alice", TokenOptions::audience("app_someoneelse00"))
-                .unwrap(),
-        ),
-        (
-            "aud as an array",
-            mock.mint_token_with("user_alice", TokenOptions::audience_array([mock.app_id()]))
-                .unwrap(),
-        ),
-        (
-            "alg none",
-            hand_made(serde_json::json!({"alg": "none", "typ": "JWT"}), &base, |_| Vec::new()),
-        ),
+        ("expired", mock.mint_token_with("user_alice", TokenOptions::expired()).unwrap()),
+        ("wrong iss", mock.mint_token_with("user_alice", TokenOptions::issuer("urn:evil")).unwrap()),
+        ("wrong aud", mock.mint_token_with("user_alice", TokenOptions::audience("app_someoneelse00")).unwrap()),
+        ("aud as an array", mock.mint_token_with("user_alice", TokenOptions::audience_array([mock.app_id()])).unwrap()),
+        ("alg none", hand_made(serde_json::json!({"alg": "none", "typ": "JWT"}), &base, |_| Vec::new())),
         (
             "HS256 signed with the public key's bytes",
             jsonwebtoken::encode(
@@ -107,33 +82,20 @@ async fn every_bad_token_is_401_invalid_credentials() {
             )
             .unwrap(),
         ),
-        (
-            "RS256",
-            hand_made(serde_json::json!({"alg": "RS256", "kid": "mock-key-1"}), &base, |_| {
-                vec![7u8; 256]
-            }),
-        ),
+        ("RS256", hand_made(serde_json::json!({"alg": "RS256", "kid": "mock-key-1"}), &base, |_| vec![7u8; 256])),
         ("truncated", good[..good.len() - 10].to_owned()),
         ("garbage", "not.a.token".to_owned()),
         ("one segment", "garbage".to_owned()),
         (
             "aud array hand-made",
-            hand_made(
-                serde_json::json!({"alg": "ES256", "kid": "mock-key-1"}),
-                &aud_array,
-                |_| vec![1u8; 64],
-            ),
+            hand_made(serde_json::json!({"alg": "ES256", "kid": "mock-key-1"}), &aud_array, |_| vec![1u8; 64]),
         ),
     ];
     for (what, token) in cases {
         let (status, body, auth) = status_with_token(&gate, &token).await;
         assert_eq!(status, 401, "{what}: {body}");
         assert_eq!(body["error"], "invalid_credentials", "{what}: {body}");
-        assert_eq!(
-            auth.as_deref(),
-            Some(r#"Bearer realm="whopgate", error="invalid_token""#),
-            "{what}"
-        );
+        assert_eq!(auth.as_deref(), Some(r#"Bearer realm="whopgate", error="invalid_token""#), "{what}");
         let text = body.to_string();
         assert!(!text.contains(&token), "{what}: the token was echoed");
     }
@@ -149,23 +111,14 @@ async fn a_rotated_key_is_accepted_after_one_refetch() {
     let up = Upstream::start().await;
     let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
     let gate = Whopgate::start(&gated_config(&up.url(), &mock, "", ROUTES));
-    assert_eq!(
-        status_with_token(&gate, &mock.mint_token("user_alice").unwrap())
-            .await
-            .0,
-        200
-    );
+    assert_eq!(status_with_token(&gate, &mock.mint_token("user_alice").unwrap()).await.0, 200);
     let fetched = mock.calls(EndpointKind::Jwks);
     assert_eq!(fetched, 1, "the JWKS is fetched once at start");
 
     mock.rotate_key(true).unwrap();
     let rotated = mock.mint_token("user_alice").unwrap();
     assert_eq!(status_with_token(&gate, &rotated).await.0, 200);
-    assert_eq!(
-        mock.calls(EndpointKind::Jwks),
-        fetched + 1,
-        "exactly one refetch for the new key"
-    );
+    assert_eq!(mock.calls(EndpointKind::Jwks), fetched + 1, "exactly one refetch for the new key");
     assert_eq!(status_with_token(&gate, &rotated).await.0, 200);
     assert_eq!(mock.calls(EndpointKind::Jwks), fetched + 1);
 }
@@ -178,20 +131,11 @@ async fn a_flood_of_unknown_kids_refetches_at_most_once_per_interval() {
     let before = mock.calls(EndpointKind::Jwks);
     let client = reqwest::Client::new();
     let requests = (0..300).map(|i| {
-        let token = mock
-            .mint_token_with("user_alice", TokenOptions::with_kid(format!("unknown-kid-{i}")))
-            .unwrap();
+        let token = mock.mint_token_with("user_alice", TokenOptions::with_kid(format!("unknown-kid-{i}"))).unwrap();
         let client = client.clone();
         let url = gate.url("/app");
         tokio::spawn(async move {
-            client
-                .get(url)
-                .header("x-whop-user-token", token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            client.get(url).header("x-whop-user-token", token).send().await.unwrap().status().as_u16()
         })
     });
     for request in requests.collect::<Vec<_>>() {
@@ -209,16 +153,12 @@ async fn the_dev_query_parameter_works_only_when_enabled_and_never_reaches_the_u
     let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
     let token = mock.mint_token("user_alice").unwrap();
     let off = Whopgate::start(&gated_config(&up.url(), &mock, "", ROUTES));
-    let r = reqwest::get(off.url(&format!("/app?x=1&whop-dev-user-token={token}")))
-        .await
-        .unwrap();
+    let r = reqwest::get(off.url(&format!("/app?x=1&whop-dev-user-token={token}"))).await.unwrap();
     assert_eq!(r.status(), 401);
 
     let on_routes = format!("{ROUTES}\n[identity.user_token]\naccept_query_param = true\n");
     let on = Whopgate::start(&gated_config(&up.url(), &mock, "", &on_routes));
-    let r = reqwest::get(on.url(&format!("/app?x=1&whop-dev-user-token={token}&y=2")))
-        .await
-        .unwrap();
+    let r = reqwest::get(on.url(&format!("/app?x=1&whop-dev-user-token={token}&y=2"))).await.unwrap();
     assert_eq!(r.status(), 200);
     let seen = up.last();
     assert_eq!(seen.target, "/app?x=1&y=2");

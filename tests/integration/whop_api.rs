@@ -24,10 +24,7 @@ fn tokens(mock: &MockWhop, users: impl IntoIterator<Item = String>) -> Vec<Strin
 
 /// Sends every request (token, path) with `concurrency` in flight; returns each status and latency.
 async fn load(gate: &Whopgate, requests: Vec<(String, &'static str)>, concurrency: usize) -> Vec<(u16, Duration)> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut handles = Vec::with_capacity(requests.len());
     for (token, path) in requests {
@@ -36,12 +33,8 @@ async fn load(gate: &Whopgate, requests: Vec<(String, &'static str)>, concurrenc
         let url = gate.url(path);
         handles.push(tokio::spawn(async move {
             let started = Instant::now();
-            let r = client
-                .get(url)
-                .header("x-whop-user-token", token)
-                .header("accept", "application/json")
-                .send()
-                .await;
+            let r =
+                client.get(url).header("x-whop-user-token", token).header("accept", "application/json").send().await;
             drop(permit);
             let status = r.map(|r| r.status().as_u16()).unwrap_or(0);
             (status, started.elapsed())
@@ -84,12 +77,7 @@ async fn steady_traffic_never_waits_on_a_slow_whop() {
     let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
     mock.set_fault(EndpointKind::Access, Fault::latency(Duration::from_millis(500)));
     let cache = "[cache]\nttl = \"2s\"\nnegative_ttl = \"2s\"\n";
-    let gate = Whopgate::start(&gated_config(
-        &up.url(),
-        &mock,
-        "timeout = \"1s\"",
-        &format!("{cache}{ROUTES}"),
-    ));
+    let gate = Whopgate::start(&gated_config(&up.url(), &mock, "timeout = \"1s\"", &format!("{cache}{ROUTES}")));
     let token = mock.mint_token("user_alice").unwrap();
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -97,24 +85,13 @@ async fn steady_traffic_never_waits_on_a_slow_whop() {
     // Five ttl periods of steady traffic.
     while started.elapsed() < Duration::from_secs(10) {
         let t = Instant::now();
-        let r = client
-            .get(gate.url("/x"))
-            .header("x-whop-user-token", &token)
-            .send()
-            .await
-            .unwrap();
+        let r = client.get(gate.url("/x")).header("x-whop-user-token", &token).send().await.unwrap();
         assert_eq!(r.status(), 200);
         latencies.push(t.elapsed());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        latencies[0] >= Duration::from_millis(500),
-        "the first request asks Whop"
-    );
-    let slow: Vec<_> = latencies[1..]
-        .iter()
-        .filter(|l| **l >= Duration::from_millis(400))
-        .collect();
+    assert!(latencies[0] >= Duration::from_millis(500), "the first request asks Whop");
+    let slow: Vec<_> = latencies[1..].iter().filter(|l| **l >= Duration::from_millis(400)).collect();
     assert!(slow.is_empty(), "requests waited on Whop: {slow:?}");
     let calls = mock.calls(EndpointKind::Access);
     assert!((5..=12).contains(&calls), "{calls} Whop calls over five ttl periods");
@@ -125,21 +102,12 @@ async fn while_whop_fails_stale_decisions_are_served_and_new_users_get_503() {
     let up = Upstream::start().await;
     let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
     let cache = "[cache]\nttl = \"1s\"\nstale_if_error = \"1m\"\n";
-    let gate = Whopgate::start(&gated_config(
-        &up.url(),
-        &mock,
-        "timeout = \"1s\"",
-        &format!("{cache}{ROUTES}"),
-    ));
+    let gate = Whopgate::start(&gated_config(&up.url(), &mock, "timeout = \"1s\"", &format!("{cache}{ROUTES}")));
     let alice = mock.mint_token("user_alice").unwrap();
     let carol = mock.mint_token("user_carol").unwrap();
     let client = reqwest::Client::new();
     let get = |path: &'static str, token: &str| {
-        client
-            .get(gate.url(path))
-            .header("x-whop-user-token", token)
-            .header("accept", "application/json")
-            .send()
+        client.get(gate.url(path)).header("x-whop-user-token", token).header("accept", "application/json").send()
     };
     assert_eq!(get("/x", &alice).await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -161,16 +129,8 @@ async fn while_whop_fails_stale_decisions_are_served_and_new_users_get_503() {
         mock.clear_faults();
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
-    let metrics = reqwest::get(gate.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"whopgate_cache_requests_total{cache="decision",result="stale"}"#),
-        "{metrics}"
-    );
+    let metrics = reqwest::get(gate.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"whopgate_cache_requests_total{cache="decision",result="stale"}"#), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,12 +141,7 @@ async fn after_a_429_whop_sees_no_call_for_the_time_it_named() {
     mock.set_fault(EndpointKind::Access, Fault::rate_limited(3));
     let tokens = tokens(&mock, (0..50).map(|i| format!("user_load{i:04}")));
     let client = reqwest::Client::new();
-    let first = client
-        .get(gate.url("/x"))
-        .header("x-whop-user-token", &tokens[0])
-        .send()
-        .await
-        .unwrap();
+    let first = client.get(gate.url("/x")).header("x-whop-user-token", &tokens[0]).send().await.unwrap();
     assert_eq!(first.status(), 503);
     assert_eq!(first.headers()["retry-after"], "3");
     mock.clear_faults();
@@ -195,20 +150,12 @@ async fn after_a_429_whop_sees_no_call_for_the_time_it_named() {
     let mut i = 1;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(4) {
-        client
-            .get(gate.url("/x"))
-            .header("x-whop-user-token", &tokens[i % 50])
-            .send()
-            .await
-            .unwrap();
+        client.get(gate.url("/x")).header("x-whop-user-token", &tokens[i % 50]).send().await.unwrap();
         i += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let times = mock.call_times(EndpointKind::Access);
-    let during_pause = times
-        .iter()
-        .filter(|t| t.duration_since(limited_at) < Duration::from_millis(2950))
-        .count();
+    let during_pause = times.iter().filter(|t| t.duration_since(limited_at) < Duration::from_millis(2950)).count();
     assert_eq!(
         during_pause,
         1,
@@ -223,12 +170,7 @@ async fn the_rate_budget_holds_under_five_thousand_distinct_users() {
     let up = Upstream::start().await;
     let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
     let budget = 100;
-    let gate = Whopgate::start(&gated_config(
-        &up.url(),
-        &mock,
-        &format!("rate_limit_per_minute = {budget}"),
-        ROUTES,
-    ));
+    let gate = Whopgate::start(&gated_config(&up.url(), &mock, &format!("rate_limit_per_minute = {budget}"), ROUTES));
     // Unknown users are simply no-access to Whop: each still costs a call.
     let tokens = tokens(&mock, (0..5_000).map(|i| format!("user_many{i:05}")));
     let requests: Vec<(String, &str)> = tokens.into_iter().map(|t| (t, "/x")).collect();
@@ -247,12 +189,7 @@ async fn one_5xx_is_retried_within_the_timeout() {
     let gate = Whopgate::start(&gated_config(&up.url(), &mock, "", ROUTES));
     mock.set_fault(EndpointKind::Access, Fault::error_times(1));
     let token = mock.mint_token("user_alice").unwrap();
-    let r = reqwest::Client::new()
-        .get(gate.url("/x"))
-        .header("x-whop-user-token", token)
-        .send()
-        .await
-        .unwrap();
+    let r = reqwest::Client::new().get(gate.url("/x")).header("x-whop-user-token", token).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(mock.calls(EndpointKind::Access), 2);
     assert_eq!(mock.last_api_version_date().as_deref(), Some("2026-09-15"));
@@ -263,22 +200,13 @@ async fn a_refused_api_key_is_503_and_never_logged() {
     let up = Upstream::start().await;
     let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
     let secret = "sk_live_should_never_be_printed_1234";
-    let config = gated_config(&up.url(), &mock, "", ROUTES).replace(
-        &format!("api_key = \"{}\"", mock.api_key()),
-        &format!("api_key = \"{secret}\""),
-    );
+    let config = gated_config(&up.url(), &mock, "", ROUTES)
+        .replace(&format!("api_key = \"{}\"", mock.api_key()), &format!("api_key = \"{secret}\""));
     let gate = Whopgate::start(&config);
     let token = mock.mint_token("user_alice").unwrap();
-    let r = reqwest::Client::new()
-        .get(gate.url("/x"))
-        .header("x-whop-user-token", token)
-        .send()
-        .await
-        .unwrap();
+    let r = reqwest::Client::new().get(gate.url("/x")).header("x-whop-user-token", token).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    let line = gate
-        .wait_for_log("refused our API key", Duration::from_secs(5))
-        .expect("a clear log line");
+    let line = gate.wait_for_log("refused our API key", Duration::from_secs(5)).expect("a clear log line");
     assert!(line.contains("whop.api_key"), "{line}");
     for line in gate.logs() {
         assert!(!line.contains(secret), "the API key was logged: {line}");

@@ -155,11 +155,7 @@ impl TokenCache {
 
     /// Remembers a verified token until `until`.
     pub(super) fn insert(&self, token: &str, identity: Arc<Identity>, until: Instant) {
-        let entry = Remembered {
-            token: Arc::from(token),
-            identity,
-            until,
-        };
+        let entry = Remembered { token: Arc::from(token), identity, until };
         self.near_put(&entry);
         self.shared.insert(entry.token.clone(), entry);
         self.entries.inc();
@@ -236,8 +232,7 @@ impl Drop for TokenCache {
         // The cache does not report the entries it drops with itself; take them off the gauge so
         // that a cache replacing this one (a reload) starts from a true count.
         self.shared.run_pending_tasks();
-        self.entries
-            .sub(i64::try_from(self.shared.entry_count()).unwrap_or(i64::MAX));
+        self.entries.sub(i64::try_from(self.shared.entry_count()).unwrap_or(i64::MAX));
         // This thread's near map can go now; other threads drop theirs lazily.
         let _ = NEAR.try_with(|near| {
             if let Ok(mut near) = near.try_borrow_mut() {
@@ -276,10 +271,7 @@ mod tests {
         assert_ne!(h.hash_one(base.as_str()), h.hash_one(&base[1..]));
         assert_ne!(h.hash_one("short"), h.hash_one("shorT"));
         // Keyed: another builder hashes the same token differently.
-        assert_ne!(
-            h.hash_one(base.as_str()),
-            TokenHashBuilder::default().hash_one(base.as_str())
-        );
+        assert_ne!(h.hash_one(base.as_str()), TokenHashBuilder::default().hash_one(base.as_str()));
     }
 
     #[test]
@@ -295,10 +287,7 @@ mod tests {
         let other = cache.clone();
         std::thread::spawn(move || {
             assert_eq!(other.near_len(), 0);
-            assert_eq!(
-                other.get("a.b.c").map(|i| i.user_id.to_string()).as_deref(),
-                Some("user_a")
-            );
+            assert_eq!(other.get("a.b.c").map(|i| i.user_id.to_string()).as_deref(), Some("user_a"));
             assert_eq!(other.near_len(), 1);
             assert!(other.get("a.b.c").is_some());
         })

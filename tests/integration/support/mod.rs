@@ -24,11 +24,7 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
 
 /// The status code of a raw HTTP/1.1 response.
 pub fn status_of(response: &str) -> u16 {
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// A config with the given upstream and extra TOML (routes etc.), listening on free ports.
@@ -62,12 +58,7 @@ pub fn state_with_customers(n: usize) -> whopgate::mock::MockState {
     let mut state = MockState::default();
     for i in 0..n {
         let id = format!("user_load{i:04}");
-        state.users.push(whopgate::mock::User {
-            id: id.clone(),
-            username: String::new(),
-            name: None,
-            email: None,
-        });
+        state.users.push(whopgate::mock::User { id: id.clone(), username: String::new(), name: None, email: None });
         state.memberships.push(whopgate::mock::Membership {
             id: format!("mem_load{i:08}"),
             user_id: id,

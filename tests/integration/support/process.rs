@@ -31,13 +31,7 @@ fn field(line: &str, name: &str) -> Option<String> {
     }
     let start = line.find(&format!("{name}="))? + name.len() + 1;
     let rest = &line[start..];
-    Some(
-        rest.split_whitespace()
-            .next()
-            .unwrap_or("")
-            .trim_matches('"')
-            .to_owned(),
-    )
+    Some(rest.split_whitespace().next().unwrap_or("").trim_matches('"').to_owned())
 }
 
 impl Whopgate {
@@ -84,17 +78,9 @@ impl Whopgate {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(line) = ready_rx.recv_timeout(Duration::from_millis(50)) {
-                let addr = field(&line, "listen")
-                    .and_then(|a| a.parse().ok())
-                    .expect("listen= in ready line");
+                let addr = field(&line, "listen").and_then(|a| a.parse().ok()).expect("listen= in ready line");
                 let admin = field(&line, "admin").and_then(|a| a.parse().ok());
-                return Whopgate {
-                    child,
-                    addr,
-                    admin,
-                    logs,
-                    _dir: dir,
-                };
+                return Whopgate { child, addr, admin, logs, _dir: dir };
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("whopgate exited early ({status}):\n{}", logs.lock().unwrap().join("\n"));
@@ -135,11 +121,7 @@ impl Whopgate {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
+        let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().expect("kill");
         assert!(status.success());
     }
 

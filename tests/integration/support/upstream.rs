@@ -30,11 +30,7 @@ pub struct Seen {
 impl Seen {
     /// All values of a header (names compared case-insensitively).
     pub fn header(&self, name: &str) -> Vec<String> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).collect()
     }
 }
 
@@ -56,11 +52,7 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let up = Upstream {
-            addr,
-            seen: seen.clone(),
-            connections: connections.clone(),
-        };
+        let up = Upstream { addr, seen: seen.clone(), connections: connections.clone() };
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -158,9 +150,7 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resu
             };
             if let Some(data) = frame.data_ref() {
                 total += data.len() as u64;
-                sum = data
-                    .iter()
-                    .fold(sum, |s, b| s.wrapping_mul(31).wrapping_add(u64::from(*b)));
+                sum = data.iter().fold(sum, |s, b| s.wrapping_mul(31).wrapping_add(u64::from(*b)));
             }
         }
         return Ok(full(StatusCode::OK, json!({"bytes": total, "sum": sum}).to_string()));
@@ -175,14 +165,10 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resu
             if i > 0 {
                 tokio::time::sleep(gap).await;
             }
-            Some((
-                Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: event {i}\n\n")))),
-                i + 1,
-            ))
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: event {i}\n\n")))), i + 1))
         });
         let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-        r.headers_mut()
-            .insert("content-type", "text/event-stream".parse().unwrap());
+        r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
         r.headers_mut().insert("cache-control", "no-cache".parse().unwrap());
         return Ok(r);
     }
@@ -191,19 +177,11 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resu
     }
     if let Some(code) = path.strip_prefix("/status/") {
         let code = code.parse().unwrap_or(500);
-        return Ok(full(
-            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            "",
-        ));
+        return Ok(full(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), ""));
     }
 
     // Echo: what was received, byte for byte (the body base64-encoded).
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let echo = json!({
         "method": record.method,
         "target": record.target,
@@ -211,8 +189,7 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resu
         "body_base64": base64::engine::general_purpose::STANDARD.encode(&body),
     });
     let mut r = full(StatusCode::OK, echo.to_string());
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
     r.headers_mut().insert("x-upstream", "echo".parse().unwrap());
     Ok(r)
 }
