@@ -6,6 +6,7 @@ mod cli;
 mod decisions;
 mod failures;
 mod forwarding;
+mod identity_sources;
 mod paths;
 mod streaming;
 mod tls;
