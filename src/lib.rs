@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod mock;
 pub mod path;
 pub mod proxy;
+pub mod response;
 pub mod route;
 pub mod server;
 pub mod sidecar;

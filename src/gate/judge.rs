@@ -76,6 +76,8 @@ pub(crate) enum Judgement {
     Deny { response: Response<Bytes>, decision: Decision, log: Option<Box<LogLine>> },
     /// Wait for this, then [`GateState::conclude`].
     Later(Later),
+    /// One of whopgate's own endpoints: answer with what this future gives.
+    Answer { answer: Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>, log: Option<Box<LogLine>> },
 }
 
 /// What `judge_later` still has to find out.

@@ -26,14 +26,15 @@ pub(crate) struct LogLine {
 #[derive(Debug)]
 pub(crate) struct Record {
     start: Instant,
-    decision: Decision,
+    /// `None` for whopgate's own endpoints, which are not route decisions.
+    decision: Option<Decision>,
     status: u16,
     metrics: Arc<Metrics>,
     log: Option<Box<LogLine>>,
 }
 
 impl Record {
-    pub fn new(start: Instant, decision: Decision, metrics: Arc<Metrics>, log: Option<Box<LogLine>>) -> Self {
+    pub fn new(start: Instant, decision: Option<Decision>, metrics: Arc<Metrics>, log: Option<Box<LogLine>>) -> Self {
         Self { start, decision, status: 0, metrics, log }
     }
 
@@ -50,7 +51,9 @@ pub(crate) fn access_log_enabled() -> bool {
 impl Drop for Record {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
-        self.metrics.observe_request(self.decision, elapsed.as_secs_f64());
+        if let Some(decision) = self.decision {
+            self.metrics.observe_request(decision, elapsed.as_secs_f64());
+        }
         if let Some(line) = self.log.take() {
             tracing::info!(
                 target: ACCESS_TARGET,
@@ -58,7 +61,7 @@ impl Drop for Record {
                 path = %line.path,
                 status = self.status,
                 rule = %line.rule.as_deref().unwrap_or("-"),
-                decision = %self.decision.as_str(),
+                decision = %self.decision.map_or("endpoint", Decision::as_str),
                 reason = %line.reason,
                 user = %line.user.as_deref().unwrap_or("-"),
                 duration_ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),

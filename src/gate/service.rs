@@ -104,10 +104,13 @@ where
 {
     match judgement {
         Judgement::Forward { decision, log } => FutureState::Inner { fut: inner.call(req), decision, log },
-        Judgement::Deny { response, decision, log } => FutureState::Denied { response: Some(response), decision, log },
+        Judgement::Deny { response, decision, log } => {
+            FutureState::Denied { response: Some(response), decision: Some(decision), log }
+        }
+        Judgement::Answer { answer, log } => FutureState::Answering { answer, log },
         // `conclude` never returns `Later`.
         Judgement::Later(_) => {
-            FutureState::Denied { response: Some(internal_error()), decision: Decision::Unavailable, log: None }
+            FutureState::Denied { response: Some(internal_error()), decision: Some(Decision::Unavailable), log: None }
         }
     }
 }
@@ -147,7 +150,11 @@ pin_project! {
             log: bool,
         },
         Inner { #[pin] fut: S::Future, decision: Decision, log: Option<Box<LogLine>> },
-        Denied { response: Option<Response<Bytes>>, decision: Decision, log: Option<Box<LogLine>> },
+        Answering {
+            answer: Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>,
+            log: Option<Box<LogLine>>,
+        },
+        Denied { response: Option<Response<Bytes>>, decision: Option<Decision>, log: Option<Box<LogLine>> },
     }
 }
 
@@ -172,9 +179,13 @@ where
                 }
                 FutureStateProj::Inner { fut, decision, log } => {
                     let response = ready!(fut.poll(cx))?;
-                    let record = Record::new(*this.start, *decision, this.gate.metrics.clone(), log.take());
+                    let record = Record::new(*this.start, Some(*decision), this.gate.metrics.clone(), log.take());
                     let (parts, body) = response.into_parts();
                     return Poll::Ready(Ok(finish(parts, record, this.request_id, |r| GateBody::inner(body, r))));
+                }
+                FutureStateProj::Answering { answer, log } => {
+                    let response = ready!(answer.as_mut().poll(cx));
+                    FutureState::Denied { response: Some(response), decision: None, log: log.take() }
                 }
                 FutureStateProj::Denied { response, decision, log } => {
                     let Some(response) = response.take() else {

@@ -75,3 +75,25 @@ pub fn state_with_customers(n: usize) -> whopgate::mock::MockState {
     }
     state
 }
+
+/// A port that was free a moment ago (for configs that must name their own port up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Is the external tool `name` installed? Without it the test is skipped with a note, unless
+/// `WHOPGATE_TEST_REQUIRE_TOOLS=1` (set by `scripts/test`) makes that a failure.
+pub fn require_tool(name: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("WHOPGATE_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{name} is not installed; scripts/test installs it");
+        }
+        eprintln!("skipped: {name} is not installed (scripts/test installs it)");
+    }
+    found
+}

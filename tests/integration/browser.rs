@@ -1,0 +1,135 @@
+//! "Sign in with Whop" in a real browser: headless Chromium driven through WebDriver
+//! (chromedriver), against the sidecar and the mock's OAuth endpoints.
+//!
+//! Skipped with a note when Chromium or chromedriver is missing, unless
+//! `WHOPGATE_TEST_REQUIRE_TOOLS=1` (set by `scripts/test`), which makes a missing tool a failure.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use whopgate::mock::{EndpointKind, Fault, MockState, MockWhop};
+
+use crate::support::{Upstream, Whopgate, free_port, gated_config, require_tool};
+
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts chromedriver and a headless Chromium session, or `None` when they are not installed.
+async fn browser() -> Option<(Driver, Client)> {
+    if !require_tool("chromedriver") || !require_tool("chromium") {
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let profile = tempfile::tempdir().unwrap();
+    let driver = Driver { child, port, _profile: profile };
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", format!("--user-data-dir={}", driver._profile.path().display()),
+            ],
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match ClientBuilder::rustls().expect("rustls").capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{}", driver.port)).await {
+            Ok(client) => return Some((driver, client)),
+            Err(e) if Instant::now() > deadline => panic!("could not start a Chromium session: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn session_config(up: &Upstream, mock: &MockWhop, port: u16) -> String {
+    let secret = "a-test-cookie-secret-that-is-long-enough-0123456789";
+    let routes = format!(
+        r#"
+public_url = "http://localhost:{port}"
+
+[[route]]
+path = "/"
+require = ["prod_mockproduct1"]
+
+[identity]
+sources = ["user_token", "session"]
+
+[identity.session]
+client_id = "{app}"
+cookie_secret = "{secret}"
+"#,
+        app = mock.app_id()
+    );
+    gated_config(&up.url(), mock, "", &routes).replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_with_whop_sees_me_and_signs_out() {
+    let Some((_driver, client)) = browser().await else { return };
+    let up = Upstream::start().await;
+    let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
+    let port = free_port();
+    let gate = Whopgate::start(&session_config(&up, &mock, port));
+    let site = format!("http://localhost:{port}");
+
+    // Protected page → login → Whop (mock) authorize → callback → back on the protected page.
+    client.goto(&format!("{site}/dashboard?tab=2")).await.unwrap();
+    assert_eq!(client.current_url().await.unwrap().as_str(), format!("{site}/dashboard?tab=2"));
+    let page = client.find(Locator::Css("body")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("\"target\":\"/dashboard?tab=2\""), "the app's page: {page}");
+    let seen = up.last();
+    assert_eq!(seen.header("x-whop-user-id"), ["user_alice"]);
+    assert_eq!(seen.header("x-whopgate-source"), ["session"]);
+    assert_eq!(seen.header("x-whop-access-level"), ["customer"]);
+    assert!(!seen.header("cookie").iter().any(|c| c.contains("__Host-whopgate")), "the session cookie reached the app");
+    assert_eq!(mock.calls(EndpointKind::OAuthAuthorize), 1);
+    assert_eq!(mock.calls(EndpointKind::OAuthToken), 1);
+
+    // The session cookie's flags.
+    let cookies = client.get_all_cookies().await.unwrap();
+    let session = cookies.iter().find(|c| c.name() == "__Host-whopgate").expect("a session cookie");
+    assert_eq!(session.secure(), Some(true));
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(session.same_site(), Some(fantoccini::cookies::SameSite::Lax));
+    assert_eq!(session.path(), Some("/"));
+    assert!(session.value().len() < 400, "the session cookie is small: {} bytes", session.value().len());
+    assert!(!cookies.iter().any(|c| c.name().ends_with("-login")), "the login cookie outlived the sign-in");
+
+    // /me
+    client.goto(&format!("{site}/.whopgate/me")).await.unwrap();
+    let me = client.find(Locator::Css("body")).await.unwrap().text().await.unwrap();
+    let me: serde_json::Value = serde_json::from_str(&me).unwrap();
+    assert_eq!(me["user_id"], "user_alice");
+    assert_eq!(me["source"], "session");
+
+    // Logout → the protected page asks to sign in again (the mock's authorize page now fails,
+    // so the browser stays on it instead of being signed straight back in).
+    client.goto(&format!("{site}/.whopgate/logout?rd=/bye")).await.unwrap();
+    assert!(!client.get_all_cookies().await.unwrap().iter().any(|c| c.name() == "__Host-whopgate"));
+    mock.set_fault(EndpointKind::OAuthAuthorize, Fault::error());
+    client.goto(&format!("{site}/dashboard")).await.unwrap();
+    let url = client.current_url().await.unwrap();
+    assert!(url.as_str().starts_with(&format!("{}/oauth/authorize", mock.base_url())), "ended on {url}");
+    client.close().await.unwrap();
+    drop(gate);
+}
