@@ -6,6 +6,7 @@
 
 mod identifier;
 mod jwks;
+pub mod session;
 mod user_token;
 
 use std::fmt;
