@@ -23,6 +23,7 @@ pub mod admin;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod endpoints;
 pub mod gate;
 pub mod identity;
 pub mod log;

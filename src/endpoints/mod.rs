@@ -7,8 +7,6 @@ mod signin;
 
 pub use signin::{SignIn, SignInError};
 
-pub(crate) use signin::query_param;
-
 /// One of whopgate's endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {

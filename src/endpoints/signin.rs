@@ -6,7 +6,7 @@
 //! cookie. Every redirect target passes [`RedirectPolicy`].
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::redirect::RedirectPolicy;
 use crate::config::{Config, Secret};
-use crate::identity::session::{LoginState, Session, SessionCodec, pkce_challenge, random_token};
+use crate::identity::session::{LoginState, Session, SessionCodec, pkce_challenge};
 use crate::metrics::Metrics;
 use crate::response::{html_response, redirect};
 
@@ -122,10 +122,6 @@ pub struct SignIn {
     metrics: Arc<Metrics>,
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// `name`'s value in a query string, form-decoded.
 pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
@@ -187,13 +183,7 @@ impl SignIn {
     /// `GET {prefix}/login?rd=PATH`: to Whop's authorize page, with a fresh login cookie.
     pub fn login(&self, query: Option<&str>) -> Response<Bytes> {
         let rd = self.policy.safe_target(&query_param(query, "rd").unwrap_or_else(|| "/".to_owned()));
-        let login = LoginState {
-            state: random_token(32),
-            nonce: random_token(32),
-            verifier: random_token(32),
-            rd,
-            created_at: now_unix(),
-        };
+        let login = LoginState::new(rd);
         let authorize = format!(
             "{}?response_type=code&client_id={}&redirect_uri={}&scope={}&state={}&nonce={}&code_challenge={}&code_challenge_method=S256",
             self.authorize_url,
@@ -205,9 +195,7 @@ impl SignIn {
             pkce_challenge(&login.verifier),
         );
         let mut response = redirect(&authorize);
-        if let Some(cookie) = self.codec.login_cookie(&self.codec.seal_login(&login)) {
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-        }
+        response.headers_mut().append(header::SET_COOKIE, self.codec.login_cookie(&self.codec.seal_login(&login)));
         response
     }
 
@@ -217,12 +205,7 @@ impl SignIn {
         let mut response = match self.finish(query, headers).await {
             Ok((session, rd)) => {
                 let mut response = redirect(&self.policy.safe_target(&rd));
-                match self.codec.session_cookie(&self.codec.seal(&session)) {
-                    Some(cookie) => {
-                        response.headers_mut().append(header::SET_COOKIE, cookie);
-                    }
-                    None => return SignInError::Unavailable("session cookie".into()).into_response(),
-                }
+                response.headers_mut().append(header::SET_COOKIE, self.codec.session_cookie(&self.codec.seal(&session)));
                 response
             }
             Err(error) => {
@@ -237,7 +220,7 @@ impl SignIn {
 
     async fn finish(&self, query: Option<&str>, headers: &HeaderMap) -> Result<(Session, String), SignInError> {
         let state = query_param(query, "state").ok_or(SignInError::BadState)?;
-        let login_cookie = self.codec.find_login_cookie(headers).ok_or(SignInError::BadState)?;
+        let login_cookie = self.codec.find_login(headers).ok_or(SignInError::BadState)?;
         let login = self.codec.open_login(login_cookie, &state).map_err(|_| SignInError::BadState)?;
         if let Some(error) = query_param(query, "error") {
             return Err(SignInError::Refused { error });
@@ -245,14 +228,8 @@ impl SignIn {
         let code = query_param(query, "code").ok_or(SignInError::MissingCode)?;
         let access_token = self.exchange(&code, &login.verifier).await?;
         let user = self.userinfo(&access_token).await?;
-        let now = now_unix();
-        let session = Session {
-            user_id: user.sub,
-            name: user.name.or(user.preferred_username),
-            email: user.email,
-            issued_at: now,
-            expires_at: now + self.codec.lifetime().as_secs(),
-        };
+        let name = user.name.or(user.preferred_username);
+        let session = self.codec.new_session(&user.sub, name.as_deref(), user.email.as_deref());
         Ok((session, login.rd))
     }
 

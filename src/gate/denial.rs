@@ -30,7 +30,14 @@ pub enum Denial {
         login_url: Option<String>,
     },
     /// A credential was present and failed.
-    InvalidCredentials(CredentialError),
+    InvalidCredentials {
+        /// What was wrong with it.
+        error: CredentialError,
+        /// Where a browser signs in again (a bad session cookie, with sessions on).
+        login_url: Option<String>,
+        /// `Set-Cookie` removing the bad session cookie.
+        clear_cookie: Option<HeaderValue>,
+    },
     /// Identity known; none of the required resources grants the required level.
     Forbidden {
         /// Why, in the caller's terms.
@@ -67,7 +74,7 @@ impl Denial {
             Denial::BadPath(_) => Decision::BadRequest,
             Denial::NoRule => Decision::Forbidden,
             Denial::Unauthenticated { .. } => Decision::Unauthenticated,
-            Denial::InvalidCredentials(_) => Decision::InvalidCredentials,
+            Denial::InvalidCredentials { .. } => Decision::InvalidCredentials,
             Denial::Forbidden { .. } => Decision::Forbidden,
             Denial::Unavailable { .. } => Decision::Unavailable,
         }
@@ -79,7 +86,7 @@ impl Denial {
             Denial::BadPath(_) => "bad_path",
             Denial::NoRule => "no_matching_rule",
             Denial::Unauthenticated { .. } => "no_credential",
-            Denial::InvalidCredentials(e) => e.reason(),
+            Denial::InvalidCredentials { error, .. } => error.reason(),
             Denial::Forbidden { reason: ForbiddenReason::NoAccess, .. } => "no_access",
             Denial::Forbidden { reason: ForbiddenReason::MembershipStatus(_), .. } => "license_not_valid",
             Denial::Unavailable { cause, .. } => match cause {
@@ -123,23 +130,34 @@ impl Denial {
             (Denial::Unauthenticated { login_url: None }, ResponseStyle::Browser) => {
                 html_response(StatusCode::UNAUTHORIZED, "Sign in required", "Open this app from Whop to sign in.", None)
             }
-            (Denial::InvalidCredentials(error), ResponseStyle::Api) => {
-                let mut response = json_response(
-                    StatusCode::UNAUTHORIZED,
-                    json!({"error": "invalid_credentials", "message": error.to_string()}),
-                );
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(r#"Bearer realm="whopgate", error="invalid_token""#),
-                );
+            (Denial::InvalidCredentials { error, login_url, clear_cookie }, style) => {
+                let mut response = match (style, login_url) {
+                    (ResponseStyle::Api, login_url) => {
+                        let mut body = json!({"error": "invalid_credentials", "message": error.to_string()});
+                        if let Some(url) = &login_url {
+                            body["login_url"] = json!(url);
+                        }
+                        let mut response = json_response(StatusCode::UNAUTHORIZED, body);
+                        response.headers_mut().insert(
+                            header::WWW_AUTHENTICATE,
+                            HeaderValue::from_static(r#"Bearer realm="whopgate", error="invalid_token""#),
+                        );
+                        response
+                    }
+                    // A browser with a bad session signs in again.
+                    (ResponseStyle::Browser, Some(url)) => redirect(&url),
+                    (ResponseStyle::Browser, None) => html_response(
+                        StatusCode::UNAUTHORIZED,
+                        "Sign in again",
+                        &format!("Your sign-in could not be checked: {error}. Open this app from Whop again."),
+                        None,
+                    ),
+                };
+                if let Some(cookie) = clear_cookie {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
                 response
             }
-            (Denial::InvalidCredentials(error), ResponseStyle::Browser) => html_response(
-                StatusCode::UNAUTHORIZED,
-                "Sign in again",
-                &format!("Your sign-in could not be checked: {error}. Open this app from Whop again."),
-                None,
-            ),
             (Denial::Forbidden { reason, required, access_level, checkout_url }, ResponseStyle::Api) => {
                 let message = match (&reason, access_level) {
                     (ForbiddenReason::MembershipStatus(status), _) => {

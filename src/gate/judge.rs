@@ -23,6 +23,7 @@ use super::record::LogLine;
 use super::user::WhopUser;
 use super::{GateState, RuleState};
 use crate::config::OnWhopError;
+use crate::endpoints::Endpoint;
 use crate::identity::{Credential, CredentialError, Identified, Identity, LicenseKeyError};
 use crate::metrics::Decision;
 use crate::path;
@@ -107,6 +108,10 @@ impl GateState {
             }
         }
 
+        if let Some(endpoint) = Endpoint::route(&self.prefix, req.uri().path()) {
+            return self.endpoint(endpoint, req, request_id, log);
+        }
+
         let Some(rule) = self.routes.find(req.method(), request_host(req), req.uri().path()) else {
             return self.conclude(req, None, Verdict::Deny { denial: Denial::NoRule, identity: None }, request_id, log);
         };
@@ -126,7 +131,10 @@ impl GateState {
             // A public page does not break for a caller with a stale token: it just does not
             // learn who they are.
             Identified::Invalid(_) if rule.public => public(None),
-            Identified::Invalid(error) => Verdict::Deny { denial: credential_denial(rule, error), identity: None },
+            Identified::Invalid(error) => {
+                let target = req.uri().path_and_query().map(|pq| pq.as_str());
+                Verdict::Deny { denial: self.credential_denial(rule, error, target), identity: None }
+            }
             Identified::Found(identity) if rule.public => public(Some(identity)),
             Identified::Found(identity) => match self.decide_now(rule, &identity) {
                 Some(verdict) => verdict,
@@ -142,8 +150,33 @@ impl GateState {
         Judgement::Later(Later { rule, verdict: Box::pin(async move { state.judge_later(rule, pending).await }) })
     }
 
-    fn unauthenticated<B>(&self, _req: &Request<B>) -> Denial {
-        Denial::Unauthenticated { login_url: None }
+    /// No credential: browsers are sent to sign in when sessions are on.
+    fn unauthenticated<B>(&self, req: &Request<B>) -> Denial {
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        Denial::Unauthenticated { login_url: self.signin.as_ref().map(|s| s.login_url(target)) }
+    }
+
+    /// The denial for a credential that failed: a license key with an invalid membership is a
+    /// 403 naming its status, one Whop could not check is a 503, a bad session cookie is cleared
+    /// (and browsers sign in again), everything else a 401.
+    fn credential_denial(&self, rule: &Rule, error: CredentialError, target: Option<&str>) -> Denial {
+        match error {
+            CredentialError::LicenseKey(LicenseKeyError::NotValid { status }) => Denial::Forbidden {
+                reason: ForbiddenReason::MembershipStatus(status),
+                required: rule.require.clone(),
+                access_level: rule.access_level,
+                checkout_url: rule.checkout_url.clone(),
+            },
+            CredentialError::LicenseKey(LicenseKeyError::Unavailable(cause)) => {
+                Denial::Unavailable { retry_after: cause.retry_after(), cause }
+            }
+            error @ CredentialError::Session(_) => Denial::InvalidCredentials {
+                error,
+                login_url: self.signin.as_ref().map(|s| s.login_url(target.unwrap_or("/"))),
+                clear_cookie: self.identifier.session().map(|codec| codec.clear_session_cookie()),
+            },
+            error => Denial::InvalidCredentials { error, login_url: None, clear_cookie: None },
+        }
     }
 
     /// The decision from fresh cache entries alone: granted as soon as one required resource
@@ -184,7 +217,7 @@ impl GateState {
                         reason: "whop_unavailable_fail_open",
                     };
                 }
-                Err(error) => return Verdict::Deny { denial: credential_denial(rule, error), identity: None },
+                Err(error) => return Verdict::Deny { denial: self.credential_denial(rule, error, None), identity: None },
             },
         };
         if rule.public {
@@ -252,6 +285,10 @@ impl GateState {
             Verdict::Forward { identity, grant, decision, reason } => {
                 counters.get(decision).inc();
                 let log = log.then(|| self.log_line(req, rule_state, request_id, reason, identity.as_deref()));
+                if let Some(codec) = self.identifier.session() {
+                    // whopgate's own cookies are whopgate's: the app never sees them.
+                    codec.strip(req.headers_mut());
+                }
                 if let Some(identity) = identity {
                     set_identity_headers(req, &identity, grant, rule_state);
                 }
@@ -268,7 +305,7 @@ impl GateState {
         }
     }
 
-    fn log_line<B>(
+    pub(crate) fn log_line<B>(
         &self,
         req: &Request<B>,
         rule: Option<&RuleState>,
@@ -297,23 +334,6 @@ fn allow(identity: &Arc<Identity>, access: Access, resource: usize, reason: &'st
         grant: Some((access, resource)),
         decision: Decision::Allow,
         reason,
-    }
-}
-
-/// The denial for a credential that failed: a license key with an invalid membership is a 403
-/// naming its status, one Whop could not check is a 503, everything else a 401.
-fn credential_denial(rule: &Rule, error: CredentialError) -> Denial {
-    match error {
-        CredentialError::LicenseKey(LicenseKeyError::NotValid { status }) => Denial::Forbidden {
-            reason: ForbiddenReason::MembershipStatus(status),
-            required: rule.require.clone(),
-            access_level: rule.access_level,
-            checkout_url: rule.checkout_url.clone(),
-        },
-        CredentialError::LicenseKey(LicenseKeyError::Unavailable(cause)) => {
-            Denial::Unavailable { retry_after: cause.retry_after(), cause }
-        }
-        other => Denial::InvalidCredentials(other),
     }
 }
 

@@ -35,6 +35,7 @@
 
 mod body;
 pub mod denial;
+mod endpoints;
 mod judge;
 pub mod negotiate;
 mod record;
@@ -58,6 +59,8 @@ pub use user::WhopUser;
 
 use crate::access::{AccessCache, CacheSettings};
 use crate::config::{Config, SourceKind};
+use crate::endpoints::SignIn;
+use crate::identity::session::{SessionCodec, SessionSetupError};
 use crate::identity::{Identifier, Identity, LicenseKeyVerifier, Sources, UserTokenSetupError, UserTokenVerifier};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::route::RouteTable;
@@ -78,6 +81,8 @@ pub enum GateError {
     UserToken(UserTokenSetupError),
     /// The config asks for something this build does not do yet.
     Unsupported(String),
+    /// The session cookie secrets are unusable.
+    Session(SessionSetupError),
 }
 
 impl std::fmt::Display for GateError {
@@ -86,6 +91,7 @@ impl std::fmt::Display for GateError {
             GateError::NoRuntime => f.write_str("the gate must be built inside a tokio runtime"),
             GateError::UserToken(e) => write!(f, "identity.user_token: {e}"),
             GateError::Unsupported(what) => write!(f, "{what} is not supported yet"),
+            GateError::Session(e) => write!(f, "identity.session: {e}"),
         }
     }
 }
@@ -97,9 +103,7 @@ impl Gate {
     /// (JWKS fetches, Whop calls, refreshes) is spawned there.
     pub async fn from_config(config: &Config) -> Result<Gate, GateError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| GateError::NoRuntime)?;
-        if config.identity.sources.contains(&SourceKind::Session) {
-            return Err(GateError::Unsupported("the `session` identity source".to_owned()));
-        }
+
         if config.whop.access_api != crate::config::AccessApi::CheckAccess {
             return Err(GateError::Unsupported(format!("whop.access_api = \"{}\"", config.whop.access_api)));
         }
@@ -141,7 +145,16 @@ impl Gate {
             }
             _ => None,
         };
-        let identifier = Identifier::new(config.identity.sources.clone(), Sources { user_token, license_key, dev });
+        let session = match (&config.identity.session, config.identity.sources.contains(&SourceKind::Session)) {
+            (Some(session), true) => Some(Arc::new(SessionCodec::from_config(session).map_err(GateError::Session)?)),
+            _ => None,
+        };
+        let signin = session
+            .as_ref()
+            .and_then(|codec| SignIn::new(config, codec.clone(), WhopClient::http_client(), metrics.clone()))
+            .map(Arc::new);
+        let identifier =
+            Identifier::new(config.identity.sources.clone(), Sources { user_token, license_key, session, dev });
 
         let routes = RouteTable::new(&config.routes);
         let mut resources: Vec<Arc<str>> = Vec::new();
@@ -175,7 +188,16 @@ impl Gate {
             })
             .collect();
         let no_route_counters = metrics.route_counters("");
-        let state = Arc::new(GateState { routes, rules, no_route_counters, metrics, identifier, access });
+        let state = Arc::new(GateState {
+            routes,
+            rules,
+            no_route_counters,
+            metrics,
+            identifier,
+            access,
+            prefix: config.prefix.clone(),
+            signin,
+        });
         runtime.spawn(update_gauges(Arc::downgrade(&state)));
         Ok(Gate { state })
     }
@@ -227,6 +249,10 @@ pub(crate) struct GateState {
     metrics: Arc<Metrics>,
     identifier: Identifier,
     access: Arc<AccessCache>,
+    /// Where whopgate's own endpoints live.
+    prefix: String,
+    /// "Sign in with Whop", when sessions are on.
+    signin: Option<Arc<SignIn>>,
 }
 
 /// What the gate keeps per rule, resolved once: metric handles and header values.

@@ -7,6 +7,7 @@ use http::Request;
 
 use super::Identity;
 use super::license_key::{LicenseKeyError, LicenseKeyVerifier};
+use super::session::{SessionCodec, SessionError};
 use super::user_token::{TokenError, UserTokenVerifier, Verification};
 use crate::config::SourceKind;
 
@@ -48,6 +49,8 @@ pub enum CredentialError {
     UserToken(TokenError),
     /// The license key is unknown, not valid, or could not be checked.
     LicenseKey(LicenseKeyError),
+    /// The session cookie was tampered with, made with another secret, or expired.
+    Session(SessionError),
 }
 
 impl CredentialError {
@@ -58,6 +61,8 @@ impl CredentialError {
             CredentialError::LicenseKey(LicenseKeyError::Unknown) => "unknown_license_key",
             CredentialError::LicenseKey(LicenseKeyError::NotValid { .. }) => "license_not_valid",
             CredentialError::LicenseKey(LicenseKeyError::Unavailable(_)) => "license_check_unavailable",
+            CredentialError::Session(SessionError::Expired) => "session_expired",
+            CredentialError::Session(_) => "invalid_session",
         }
     }
 }
@@ -67,6 +72,7 @@ impl fmt::Display for CredentialError {
         match self {
             CredentialError::UserToken(e) => write!(f, "{e}"),
             CredentialError::LicenseKey(e) => write!(f, "{e}"),
+            CredentialError::Session(e) => write!(f, "{e}"),
         }
     }
 }
@@ -79,6 +85,7 @@ pub struct Identifier {
     order: Vec<SourceKind>,
     user_token: Option<Arc<UserTokenVerifier>>,
     license_key: Option<Arc<LicenseKeyVerifier>>,
+    session: Option<Arc<SessionCodec>>,
     dev: Option<Arc<Identity>>,
 }
 
@@ -89,6 +96,8 @@ pub struct Sources {
     pub user_token: Option<Arc<UserTokenVerifier>>,
     /// Looks up license keys.
     pub license_key: Option<Arc<LicenseKeyVerifier>>,
+    /// Opens session cookies.
+    pub session: Option<Arc<SessionCodec>>,
     /// The fixed development identity.
     pub dev: Option<Arc<Identity>>,
 }
@@ -96,7 +105,13 @@ pub struct Sources {
 impl Identifier {
     /// Tries `sources` in `order`.
     pub fn new(order: Vec<SourceKind>, sources: Sources) -> Self {
-        Self { order, user_token: sources.user_token, license_key: sources.license_key, dev: sources.dev }
+        Self {
+            order,
+            user_token: sources.user_token,
+            license_key: sources.license_key,
+            session: sources.session,
+            dev: sources.dev,
+        }
     }
 
     /// Identifies the caller as far as possible without I/O.
@@ -125,7 +140,17 @@ impl Identifier {
                         return Identified::Found(identity.clone());
                     }
                 }
-                SourceKind::Session => {}
+                SourceKind::Session => {
+                    let Some(codec) = &self.session else { continue };
+                    match codec.read_session(req.headers()) {
+                        None => continue,
+                        Some(Ok(session)) => match session.identity() {
+                            Some(identity) => return Identified::Found(Arc::new(identity)),
+                            None => return Identified::Invalid(CredentialError::Session(SessionError::Invalid)),
+                        },
+                        Some(Err(e)) => return Identified::Invalid(CredentialError::Session(e)),
+                    }
+                }
             }
         }
         Identified::Anonymous
@@ -149,6 +174,11 @@ impl Identifier {
     /// localhost-mode `whop-dev-user-token`), or `None` when there is nothing to remove.
     pub fn strip_query(&self, query: &str) -> Option<String> {
         self.user_token.as_ref().and_then(|v| v.strip_query_param(query))
+    }
+
+    /// The session codec, when the session source is on.
+    pub fn session(&self) -> Option<&Arc<SessionCodec>> {
+        self.session.as_ref()
     }
 
     /// Forgets what the sources cached about `user_id` (their license keys).

@@ -7,6 +7,7 @@
 mod identifier;
 mod jwks;
 mod license_key;
+pub mod session;
 mod user_token;
 
 use std::fmt;

@@ -102,8 +102,8 @@ async fn a_browser_signs_in_with_whop_sees_me_and_signs_out() {
     assert_eq!(seen.header("x-whopgate-source"), ["session"]);
     assert_eq!(seen.header("x-whop-access-level"), ["customer"]);
     assert!(!seen.header("cookie").iter().any(|c| c.contains("__Host-whopgate")), "the session cookie reached the app");
-    assert_eq!(mock.calls(EndpointKind::OAuthAuthorize), 1);
-    assert_eq!(mock.calls(EndpointKind::OAuthToken), 1);
+    assert_eq!(mock.calls(EndpointKind::OauthAuthorize), 1);
+    assert_eq!(mock.calls(EndpointKind::OauthToken), 1);
 
     // The session cookie's flags.
     let cookies = client.get_all_cookies().await.unwrap();
@@ -126,7 +126,7 @@ async fn a_browser_signs_in_with_whop_sees_me_and_signs_out() {
     // so the browser stays on it instead of being signed straight back in).
     client.goto(&format!("{site}/.whopgate/logout?rd=/bye")).await.unwrap();
     assert!(!client.get_all_cookies().await.unwrap().iter().any(|c| c.name() == "__Host-whopgate"));
-    mock.set_fault(EndpointKind::OAuthAuthorize, Fault::error());
+    mock.set_fault(EndpointKind::OauthAuthorize, Fault::error());
     client.goto(&format!("{site}/dashboard")).await.unwrap();
     let url = client.current_url().await.unwrap();
     assert!(url.as_str().starts_with(&format!("{}/oauth/authorize", mock.base_url())), "ended on {url}");

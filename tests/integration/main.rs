@@ -2,12 +2,14 @@
 
 mod support;
 
+mod browser;
 mod cli;
 mod decisions;
 mod failures;
 mod forwarding;
 mod identity_sources;
 mod paths;
+mod signin;
 mod streaming;
 mod tls;
 mod tokens;
