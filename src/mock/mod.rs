@@ -192,6 +192,7 @@ mod error;
 mod faults;
 mod http;
 mod keys;
+mod oauth;
 mod runtime;
 mod server;
 mod state;
@@ -213,13 +214,14 @@ pub use cli::{run_cli, token_cli};
 pub use error::MockError;
 pub use faults::{Fault, FaultScope, HANG_FOR};
 pub use keys::{Audience, DEFAULT_KEY_PEM, DEFAULT_KID, DEFAULT_TOKEN_TTL, ISSUER, TokenOptions};
+pub use oauth::IssuedCode;
 pub use state::{
-    AccessGrant, AccessLevel, ApiKey, Company, DEFAULT_API_KEY, DEFAULT_APP_ID, DEFAULT_COMPANY_ID, DEFAULT_CREATED_AT,
-    Experience, Membership, MembershipShape, MembershipStatus, MockState, OAuthState, Product, Resource, SigningKey,
-    User,
+    AccessGrant, AccessLevel, ApiKey, Company, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_API_KEY, DEFAULT_APP_ID,
+    DEFAULT_CODE_TTL, DEFAULT_COMPANY_ID, DEFAULT_CREATED_AT, DEFAULT_REFRESH_TOKEN_TTL, Experience, Membership,
+    MembershipShape, MembershipStatus, MockState, OAuthClient, OAuthState, Product, Resource, SigningKey, User,
 };
 
-use runtime::Inner;
+use runtime::{Inner, World};
 
 /// Where `whopgate mock-whop` listens unless told otherwise: `127.0.0.1:12312`.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 12312));
@@ -246,7 +248,7 @@ impl MockWhop {
     pub fn start(addr: SocketAddr, state: MockState) -> io::Result<MockWhop> {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("MockWhop::start must be called inside a tokio runtime"))?;
-        let inner = Arc::new(Inner::new(state)?);
+        let world = World::new(state)?;
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let listener = {
@@ -254,6 +256,7 @@ impl MockWhop {
             tokio::net::TcpListener::from_std(listener)?
         };
         let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner::new(world, format!("http://{addr}")));
         let (stop, stopped) = watch::channel(false);
         let task = rt.spawn(server::serve(listener, inner.clone(), stopped));
         Ok(MockWhop {
@@ -269,9 +272,10 @@ impl MockWhop {
         self.addr
     }
 
-    /// `http://IP:PORT`, what the gate's `whop.api_base` should be.
+    /// `http://IP:PORT`, what the gate's `whop.api_base` should be; also the `iss` of the
+    /// id_tokens `/oauth/token` issues.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.inner.issuer.clone()
     }
 
     /// `{base_url}/.well-known/jwks.json`.
@@ -300,8 +304,8 @@ impl MockWhop {
         self.inner.replace_state(state)
     }
 
-    /// Back to the start state, with faults, rate-limit budgets, calls and the recorded
-    /// `Api-Version-Date` cleared.
+    /// Back to the start state, with faults, rate-limit budgets, calls, OAuth codes and tokens
+    /// and the recorded `Api-Version-Date` cleared.
     pub fn reset(&self) -> Result<(), MockError> {
         self.inner.reset()
     }
@@ -408,6 +412,24 @@ impl MockWhop {
     /// instead of the JWKS URL.
     pub fn public_key_pem(&self) -> Result<String, MockError> {
         self.inner.with_world(|w| w.keys.public_pem(w.state.signing_kid()))
+    }
+
+    /// Makes `/oauth/authorize` sign in this user (id or username) from now on, as the
+    /// state's `oauth.login_as` does.
+    pub fn set_login_as(&self, user: &str) -> Result<(), MockError> {
+        self.inner.set_login_as(user).map(|_| ())
+    }
+
+    /// The user `/oauth/authorize` signs in.
+    pub fn login_as(&self) -> String {
+        self.inner.with_world(|w| w.state.oauth.login_as.clone())
+    }
+
+    /// The authorization codes `/oauth/authorize` issued since the start or the last reset,
+    /// oldest first, with what the client asked for (redirect URI, scope, state, nonce,
+    /// challenge) and whether each was redeemed.
+    pub fn issued_codes(&self) -> Vec<IssuedCode> {
+        self.inner.issued_codes()
     }
 
     /// The last `Api-Version-Date` header received on a Whop-shaped path.
