@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 
 use super::*;
 
+mod sign_in;
+
 fn start() -> MockWhop {
     start_with(MockState::default())
 }
@@ -166,6 +168,30 @@ async fn membership_by_id_and_license_key_in_both_shapes() {
     let a = api(&mock, "/api/v1/memberships/mem_unknown00001").await;
     assert_eq!(a.status, 404);
     assert_eq!(a.body["error"]["type"], "not_found");
+}
+
+/// What a license-key identity source sees after a cancellation: the same membership, found by
+/// the key, now `canceled` and not valid.
+#[tokio::test]
+async fn a_canceled_membership_is_found_by_its_license_key() {
+    let mock = start();
+    mock.set_membership_status("MOCK-ALICE-LICENSE", MembershipStatus::Canceled)
+        .unwrap();
+    for shape in ["flat", "nested"] {
+        let a = api(
+            &mock,
+            &format!("/api/v1/memberships/MOCK-ALICE-LICENSE?mock_shape={shape}"),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{shape}");
+        assert_eq!(a.body["id"], "mem_alice00000001", "{shape}");
+        assert_eq!(a.body["license_key"], "MOCK-ALICE-LICENSE", "{shape}");
+        assert_eq!(a.body["status"], "canceled", "{shape}");
+        assert_eq!(a.body["valid"], false, "{shape}");
+        assert!(a.body["canceled_at"].as_i64().unwrap() > DEFAULT_CREATED_AT, "{shape}");
+    }
+    let a = api(&mock, "/api/v1/memberships/MOCK-NOBODY-LICENSE").await;
+    assert_eq!(a.status, 404);
 }
 
 #[tokio::test]
