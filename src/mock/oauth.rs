@@ -753,9 +753,8 @@ mod tests {
 
     #[test]
     fn s256_matches_rfc_7636_appendix_b() {
-        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-        assert!(is_verifier(verifier));
-        let challenge = s256(verifier);
+        assert!(is_verifier(VERIFIER));
+        let challenge = s256(VERIFIER);
         assert_eq!(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
         assert!(is_s256_challenge(&challenge));
         assert!(!is_s256_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM="));
@@ -827,20 +826,34 @@ mod tests {
     }
 
     const TTLS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(600));
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    /// The exchange that matches a code issued by `issued(&s256(VERIFIER))`.
+    fn exchange_of(code: &str) -> CodeExchange<'_> {
+        CodeExchange {
+            code,
+            client_id: "app_x",
+            redirect_uri: "http://127.0.0.1/cb",
+            code_verifier: VERIFIER,
+        }
+    }
+
+    /// A store with one code, already exchanged; the code and what it bought.
+    fn signed_in(now: Instant) -> (OAuthStore, String, Issued) {
+        let mut store = OAuthStore::default();
+        let code = store.issue_code(issued(&s256(VERIFIER)), Duration::from_secs(60), now);
+        let first = store
+            .redeem(&exchange_of(&code), TTLS, now)
+            .map_err(|r| r.body)
+            .unwrap();
+        (store, code, first)
+    }
 
     #[test]
     fn codes_are_single_use_and_replays_revoke() {
-        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-        let mut store = OAuthStore::default();
         let now = Instant::now();
-        let code = store.issue_code(issued(&s256(verifier)), Duration::from_secs(60), now);
-        let req = CodeExchange {
-            code: &code,
-            client_id: "app_x",
-            redirect_uri: "http://127.0.0.1/cb",
-            code_verifier: verifier,
-        };
-        let first = store.redeem(&req, TTLS, now).map_err(|r| r.body).unwrap();
+        let (mut store, code, first) = signed_in(now);
+        let req = exchange_of(&code);
         assert_eq!(first.nonce.as_deref(), Some("n"));
         assert!(store.access(&first.access_token, now).is_ok());
         assert!(store.redeem(&req, TTLS, now).is_err());
@@ -852,9 +865,9 @@ mod tests {
         assert!(store.codes(now)[0].redeemed);
 
         // Expiry.
-        let code = store.issue_code(issued(&s256(verifier)), Duration::from_secs(60), now);
+        let code = store.issue_code(issued(&s256(VERIFIER)), Duration::from_secs(60), now);
         let late = now + Duration::from_secs(61);
-        let e = store.redeem(&CodeExchange { code: &code, ..req }, TTLS, late);
+        let e = store.redeem(&exchange_of(&code), TTLS, late);
         assert_eq!(
             e.map(|_| ()).unwrap_err().body["error_description"],
             "authorization code expired"
@@ -864,17 +877,8 @@ mod tests {
 
     #[test]
     fn refresh_tokens_rotate_and_access_tokens_expire() {
-        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-        let mut store = OAuthStore::default();
         let now = Instant::now();
-        let code = store.issue_code(issued(&s256(verifier)), Duration::from_secs(60), now);
-        let req = CodeExchange {
-            code: &code,
-            client_id: "app_x",
-            redirect_uri: "http://127.0.0.1/cb",
-            code_verifier: verifier,
-        };
-        let first = store.redeem(&req, TTLS, now).map_err(|r| r.body).unwrap();
+        let (mut store, _, first) = signed_in(now);
         assert!(store.refresh(&first.refresh_token, "app_other", TTLS, now).is_err());
         let second = store
             .refresh(&first.refresh_token, "app_x", TTLS, now)

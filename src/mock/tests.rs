@@ -633,8 +633,8 @@ struct WhopClaims {
     exp: u64,
 }
 
-/// Verifies like a strict client: JWKS over HTTP, key by kid, ES256, iss, aud, exp.
-async fn verify(mock: &MockWhop, token: &str) -> Result<WhopClaims, String> {
+/// The key of the mock's JWKS (fetched over HTTP) that the token's header names by kid.
+async fn jwks_key(mock: &MockWhop, token: &str) -> Result<DecodingKey, String> {
     let jwks: JwkSet = client()
         .get(mock.jwks_url())
         .send()
@@ -646,7 +646,12 @@ async fn verify(mock: &MockWhop, token: &str) -> Result<WhopClaims, String> {
     let header = decode_header(token).map_err(|e| e.to_string())?;
     let kid = header.kid.ok_or("no kid")?;
     let jwk = jwks.find(&kid).ok_or("unknown kid")?;
-    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())
+}
+
+/// Verifies like a strict client: JWKS over HTTP, key by kid, ES256, iss, aud, exp.
+async fn verify(mock: &MockWhop, token: &str) -> Result<WhopClaims, String> {
+    let key = jwks_key(mock, token).await?;
     let mut v = Validation::new(Algorithm::ES256);
     v.set_issuer(&["urn:whopcom:exp-proxy"]);
     v.set_audience(&[mock.app_id()]);

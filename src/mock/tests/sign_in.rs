@@ -166,16 +166,7 @@ struct IdClaims {
 
 /// Verifies an id_token as an OpenID client would: key from the JWKS by kid, ES256, iss, aud.
 async fn verify_id_token(mock: &MockWhop, id_token: &str, client_id: &str) -> IdClaims {
-    let jwks: JwkSet = client()
-        .get(mock.jwks_url())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let kid = decode_header(id_token).unwrap().kid.expect("kid in the header");
-    let key = DecodingKey::from_jwk(jwks.find(&kid).expect("kid in the JWKS")).unwrap();
+    let key = jwks_key(mock, id_token).await.unwrap();
     let mut v = Validation::new(Algorithm::ES256);
     v.set_issuer(&[mock.base_url()]);
     v.set_audience(&[client_id]);
