@@ -76,11 +76,7 @@ impl RedirectPolicy {
     /// The policy of a loaded config: its `public_url` and
     /// `identity.session.allowed_redirect_hosts`.
     pub fn from_config(config: &Config) -> Self {
-        let hosts = config
-            .identity
-            .session
-            .as_ref()
-            .map_or(&[][..], |s| &s.allowed_redirect_hosts[..]);
+        let hosts = config.identity.session.as_ref().map_or(&[][..], |s| &s.allowed_redirect_hosts[..]);
         Self::new(config.public_url.as_ref(), hosts)
     }
 
@@ -139,10 +135,8 @@ impl RedirectPolicy {
         let effective = port.unwrap_or(default);
         // This site: its exact origin only, so neither a scheme downgrade nor another service on
         // another port of the same host.
-        let is_public = self
-            .public
-            .as_ref()
-            .is_some_and(|p| p.https == https && p.host == *host && p.port == effective);
+        let is_public =
+            self.public.as_ref().is_some_and(|p| p.https == https && p.host == *host && p.port == effective);
         if is_public {
             return true;
         }
@@ -182,11 +176,7 @@ impl Origin {
             _ => return None,
         };
         let (host, port) = parse_authority(uri.authority()?.as_str())?;
-        Some(Origin {
-            https,
-            host,
-            port: port.unwrap_or(default_port(https)),
-        })
+        Some(Origin { https, host, port: port.unwrap_or(default_port(https)) })
     }
 }
 

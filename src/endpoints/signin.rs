@@ -205,7 +205,9 @@ impl SignIn {
         let mut response = match self.finish(query, headers).await {
             Ok((session, rd)) => {
                 let mut response = redirect(&self.policy.safe_target(&rd));
-                response.headers_mut().append(header::SET_COOKIE, self.codec.session_cookie(&self.codec.seal(&session)));
+                response
+                    .headers_mut()
+                    .append(header::SET_COOKIE, self.codec.session_cookie(&self.codec.seal(&session)));
                 response
             }
             Err(error) => {
@@ -275,8 +277,10 @@ impl SignIn {
         if !response.status().is_success() {
             return Err(SignInError::Unavailable(format!("userinfo answered {}", response.status())));
         }
-        let user: UserInfo =
-            response.json().await.map_err(|e| SignInError::Unavailable(format!("userinfo answer: {}", e.without_url())))?;
+        let user: UserInfo = response
+            .json()
+            .await
+            .map_err(|e| SignInError::Unavailable(format!("userinfo answer: {}", e.without_url())))?;
         if !user.sub.starts_with("user_") || HeaderValue::from_str(&user.sub).is_err() {
             return Err(SignInError::Unavailable("userinfo gave no Whop user id".into()));
         }

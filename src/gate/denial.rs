@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::negotiate::ResponseStyle;
-use crate::response::{html_response, json_response, redirect};
 use crate::config::AccessLevel;
 use crate::identity::CredentialError;
 use crate::metrics::Decision;
 use crate::path::PathRejection;
+use crate::response::{html_response, json_response, redirect};
 use crate::whop::WhopError;
 
 /// A request the gate answers itself.
@@ -272,5 +272,4 @@ mod tests {
         assert_eq!(browser.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(browser.headers()["retry-after"], "12");
     }
-
 }

@@ -217,7 +217,9 @@ impl GateState {
                         reason: "whop_unavailable_fail_open",
                     };
                 }
-                Err(error) => return Verdict::Deny { denial: self.credential_denial(rule, error, None), identity: None },
+                Err(error) => {
+                    return Verdict::Deny { denial: self.credential_denial(rule, error, None), identity: None };
+                }
             },
         };
         if rule.public {

@@ -185,10 +185,9 @@ pub enum SessionSetupError {
 impl fmt::Display for SessionSetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SessionSetupError::SecretTooShort { previous: None, len } => write!(
-                f,
-                "`identity.session.cookie_secret` is {len} bytes long; it must be at least {MIN_SECRET_LEN}"
-            ),
+            SessionSetupError::SecretTooShort { previous: None, len } => {
+                write!(f, "`identity.session.cookie_secret` is {len} bytes long; it must be at least {MIN_SECRET_LEN}")
+            }
             SessionSetupError::SecretTooShort { previous: Some(i), len } => write!(
                 f,
                 "entry {i} of `identity.session.previous_cookie_secrets` is {len} bytes long; it must be at least {MIN_SECRET_LEN}"
@@ -285,16 +284,10 @@ impl SessionCodec {
         lifetime: Duration,
     ) -> Result<Self, SessionSetupError> {
         if current.len() < MIN_SECRET_LEN {
-            return Err(SessionSetupError::SecretTooShort {
-                previous: None,
-                len: current.len(),
-            });
+            return Err(SessionSetupError::SecretTooShort { previous: None, len: current.len() });
         }
         if let Some((i, short)) = previous.iter().enumerate().find(|(_, s)| s.len() < MIN_SECRET_LEN) {
-            return Err(SessionSetupError::SecretTooShort {
-                previous: Some(i),
-                len: short.len(),
-            });
+            return Err(SessionSetupError::SecretTooShort { previous: Some(i), len: short.len() });
         }
         if !is_cookie_name(cookie_name) {
             return Err(SessionSetupError::InvalidCookieName);
@@ -323,12 +316,7 @@ impl SessionCodec {
 
     /// The codec for `[identity.session]`.
     pub fn from_config(config: &SessionConfig) -> Result<Self, SessionSetupError> {
-        Self::new(
-            &config.cookie_secret,
-            &config.previous_cookie_secrets,
-            &config.cookie_name,
-            config.lifetime,
-        )
+        Self::new(&config.cookie_secret, &config.previous_cookie_secrets, &config.cookie_name, config.lifetime)
     }
 
     /// The session cookie's name.
@@ -389,9 +377,7 @@ impl SessionCodec {
         let ciphers = self.keys.iter().map(|k| &k.session);
         let plaintext = crypto::open(ciphers, self.cookie_name.as_bytes(), value).ok_or(SessionError::Invalid)?;
         let session = decode_session(&plaintext).ok_or(SessionError::Invalid)?;
-        let ends = session
-            .expires_at
-            .min(session.issued_at.saturating_add(self.lifetime.as_secs()));
+        let ends = session.expires_at.min(session.issued_at.saturating_add(self.lifetime.as_secs()));
         if now > ends.saturating_add(CLOCK_SKEW.as_secs()) {
             return Err(SessionError::Expired);
         }
@@ -420,11 +406,7 @@ impl SessionCodec {
     /// The login-state cookie value for `login`. An `rd` longer than [`MAX_LOGIN_RD_LEN`] is
     /// replaced by `/`.
     pub fn seal_login(&self, login: &LoginState) -> String {
-        let rd = if login.rd.len() > MAX_LOGIN_RD_LEN {
-            "/"
-        } else {
-            &login.rd
-        };
+        let rd = if login.rd.len() > MAX_LOGIN_RD_LEN { "/" } else { &login.rd };
         let plaintext = Writer::default()
             .uint(login.created_at)
             .str(&login.state)
@@ -472,12 +454,7 @@ impl SessionCodec {
     /// `{name}-login={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600`. `SameSite=Lax`
     /// still sends it on the top-level redirect back from Whop.
     pub fn login_cookie(&self, value: &str) -> HeaderValue {
-        self.cookie_header(
-            &self.login_cookie_name,
-            value,
-            LOGIN_STATE_LIFETIME.as_secs(),
-            &self.clear_login,
-        )
+        self.cookie_header(&self.login_cookie_name, value, LOGIN_STATE_LIFETIME.as_secs(), &self.clear_login)
     }
 
     /// `Set-Cookie` that removes the login-state cookie.
@@ -496,10 +473,8 @@ impl SessionCodec {
     }
 
     fn cookie_header(&self, name: &str, value: &str, max_age: u64, clear: &HeaderValue) -> HeaderValue {
-        let sealed_shape = !value.is_empty()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let sealed_shape =
+            !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !sealed_shape {
             return clear.clone();
         }
@@ -513,10 +488,7 @@ fn set_cookie(name: &str, value: &str, max_age: u64) -> String {
 
 /// An RFC 6265 cookie name (a token), as the config loader checks it.
 fn is_cookie_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| (0x21..0x7f).contains(&b) && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| (0x21..0x7f).contains(&b) && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 fn decode_session(plaintext: &[u8]) -> Option<Session> {

@@ -61,9 +61,11 @@ pub(crate) async fn handle(inner: &Inner, method: &Method, path: &str, query: &Q
         }
         ("/token", &Method::POST) => token(inner, &body),
         ("/keys/rotate", &Method::POST) => rotate(inner, &body),
+        ("/oauth", &Method::GET) => Ok(oauth(inner)),
+        ("/oauth/login_as", &Method::POST) => login_as(inner, &body),
         (
             "" | "/state" | "/reset" | "/access" | "/memberships" | "/faults" | "/rate_limit" | "/calls" | "/token"
-            | "/keys/rotate",
+            | "/keys/rotate" | "/oauth" | "/oauth/login_as",
             _,
         ) => Ok(Reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -94,13 +96,15 @@ fn index() -> Value {
             "POST /_mock/access {user_id, resource_id, access_level|null}",
             "POST /_mock/memberships {id?, user_id?, product_id?, status?, license_key?, …}",
             "GET /_mock/faults",
-            "POST /_mock/faults {endpoint: all|access|membership|jwks|members|memberships_v2|memberships_v5, fault: {type: latency|error|hang|rate_limited, …}}",
+            "POST /_mock/faults {endpoint: all|access|membership|jwks|members|memberships_v2|memberships_v5|oauth_authorize|oauth_token|oauth_userinfo, fault: {type: latency|error|hang|rate_limited, …}}",
             "DELETE /_mock/faults[?endpoint=…]",
             "PUT /_mock/rate_limit {per_minute: N|null}",
             "GET /_mock/calls",
             "DELETE /_mock/calls",
             "POST /_mock/token {user_id, ttl?, expired?, iss?, aud?, no_kid?, kid?, sign_with?, foreign_key?}",
             "POST /_mock/keys/rotate {drop_old?, kid?, private_key?}",
+            "GET /_mock/oauth",
+            "POST /_mock/oauth/login_as {user_id}",
         ]
     })
 }
@@ -194,6 +198,24 @@ fn rotate(inner: &Inner, body: &[u8]) -> Result<Reply, MockError> {
     let kid = inner.rotate_key(b.drop_old, b.kid, b.private_key)?;
     let jwks = inner.with_world(|w| w.keys.jwks());
     Ok(Reply::ok(json!({ "kid": kid, "jwks": jwks })))
+}
+
+/// `GET /_mock/oauth`: who authorize signs in, and the codes issued.
+fn oauth(inner: &Inner) -> Reply {
+    let login_as = inner.with_world(|w| w.state.oauth.login_as.clone());
+    Reply::ok(json!({ "login_as": login_as, "codes": inner.issued_codes() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginAsBody {
+    user_id: String,
+}
+
+fn login_as(inner: &Inner, body: &[u8]) -> Result<Reply, MockError> {
+    let b: LoginAsBody = parse(body)?;
+    let id = inner.set_login_as(&b.user_id)?;
+    Ok(Reply::ok(json!({ "login_as": id })))
 }
 
 #[cfg(test)]

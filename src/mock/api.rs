@@ -29,23 +29,30 @@ pub enum EndpointKind {
     MembershipsV2,
     /// `GET /api/v5/company/memberships`
     MembershipsV5,
-    // OAuth (a later task): OauthAuthorize, OauthToken, OauthUserinfo — named
-    // `oauth_authorize`, `oauth_token`, `oauth_userinfo` on the wire.
+    /// `GET /oauth/authorize`
+    OauthAuthorize,
+    /// `POST /oauth/token`
+    OauthToken,
+    /// `GET|POST /oauth/userinfo`
+    OauthUserinfo,
 }
 
 impl EndpointKind {
     /// Every kind.
-    pub const ALL: [EndpointKind; 6] = [
+    pub const ALL: [EndpointKind; 9] = [
         EndpointKind::Access,
         EndpointKind::Membership,
         EndpointKind::Jwks,
         EndpointKind::Members,
         EndpointKind::MembershipsV2,
         EndpointKind::MembershipsV5,
+        EndpointKind::OauthAuthorize,
+        EndpointKind::OauthToken,
+        EndpointKind::OauthUserinfo,
     ];
 
     /// The wire name: `access`, `membership`, `jwks`, `members`, `memberships_v2`,
-    /// `memberships_v5`.
+    /// `memberships_v5`, `oauth_authorize`, `oauth_token`, `oauth_userinfo`.
     pub fn as_str(self) -> &'static str {
         match self {
             EndpointKind::Access => "access",
@@ -54,6 +61,9 @@ impl EndpointKind {
             EndpointKind::Members => "members",
             EndpointKind::MembershipsV2 => "memberships_v2",
             EndpointKind::MembershipsV5 => "memberships_v5",
+            EndpointKind::OauthAuthorize => "oauth_authorize",
+            EndpointKind::OauthToken => "oauth_token",
+            EndpointKind::OauthUserinfo => "oauth_userinfo",
         }
     }
 }
@@ -79,14 +89,27 @@ impl FromStr for EndpointKind {
 /// A recognised request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
-    Access { user: String, resource: String },
-    Membership { id: String },
+    Access {
+        user: String,
+        resource: String,
+    },
+    Membership {
+        id: String,
+    },
     Jwks,
     Members,
     MembershipsV2,
     MembershipsV5,
-    // OAuth routes (`/oauth/authorize`, `/oauth/token`, `/oauth/userinfo`) will be added here,
-    // answered by an `oauth.rs`; they are not under `/api/` and take no API key.
+    /// Answered by `oauth.rs`, not by [`answer`]; not under `/api/` and without an API key.
+    OAuth(OAuthEndpoint),
+}
+
+/// The "Sign in with Whop" endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OAuthEndpoint {
+    Authorize,
+    Token,
+    Userinfo,
 }
 
 impl Route {
@@ -98,20 +121,28 @@ impl Route {
             Route::Members => EndpointKind::Members,
             Route::MembershipsV2 => EndpointKind::MembershipsV2,
             Route::MembershipsV5 => EndpointKind::MembershipsV5,
+            Route::OAuth(OAuthEndpoint::Authorize) => EndpointKind::OauthAuthorize,
+            Route::OAuth(OAuthEndpoint::Token) => EndpointKind::OauthToken,
+            Route::OAuth(OAuthEndpoint::Userinfo) => EndpointKind::OauthUserinfo,
         }
     }
 
     /// Everything under `/api/` needs `Authorization: Bearer <API key>`.
     pub(crate) fn needs_api_key(&self) -> bool {
-        !matches!(self, Route::Jwks)
+        !matches!(self, Route::Jwks | Route::OAuth(_))
     }
 }
 
 /// Recognises a Whop-shaped request; `None` for anything else (then 401/404 in `server.rs`).
 /// Paths are matched exactly (no trailing-slash leniency: a client bug should show).
 pub(crate) fn route(method: &Method, path: &str) -> Option<Route> {
-    if method != Method::GET {
-        return None;
+    // OpenID Connect wants userinfo to take POST as well as GET.
+    match (path, method) {
+        ("/oauth/authorize", &Method::GET) => return Some(Route::OAuth(OAuthEndpoint::Authorize)),
+        ("/oauth/token", &Method::POST) => return Some(Route::OAuth(OAuthEndpoint::Token)),
+        ("/oauth/userinfo", &Method::GET | &Method::POST) => return Some(Route::OAuth(OAuthEndpoint::Userinfo)),
+        _ if method != Method::GET => return None,
+        _ => {}
     }
     let segs: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
     let dec = |s: &str| percent_decode(s, false).filter(|d| !d.is_empty());
@@ -145,6 +176,8 @@ pub(crate) fn answer(
         Route::Members => members(state, query, scope),
         Route::MembershipsV2 => memberships_v2(state, query, scope),
         Route::MembershipsV5 => memberships_v5(state, query, scope),
+        // server.rs hands these to oauth.rs, which needs more than the state.
+        Route::OAuth(_) => Err(Reply::not_found("OAuth endpoints are answered elsewhere")),
     };
     result.unwrap_or_else(|bad| bad)
 }
@@ -485,6 +518,14 @@ mod tests {
         assert_eq!(route(&Method::GET, "/.well-known/jwks.json"), Some(Route::Jwks));
         assert!(!Route::Jwks.needs_api_key());
         assert!(Route::Members.needs_api_key());
+        assert_eq!(route(&Method::POST, "/oauth/token"), Some(Route::OAuth(OAuthEndpoint::Token)));
+        assert_eq!(route(&Method::GET, "/oauth/token"), None);
+        assert_eq!(route(&Method::POST, "/oauth/authorize"), None);
+        assert_eq!(route(&Method::POST, "/oauth/userinfo"), Some(Route::OAuth(OAuthEndpoint::Userinfo)));
+        assert!(!Route::OAuth(OAuthEndpoint::Authorize).needs_api_key());
+        for kind in EndpointKind::ALL {
+            assert_eq!(kind.as_str().parse::<EndpointKind>().unwrap(), kind);
+        }
     }
 
     #[test]

@@ -20,6 +20,11 @@ impl Reply {
         Reply { status: StatusCode::OK, body, headers: Vec::new() }
     }
 
+    /// A `302 Found` to `location`, without a body.
+    pub(crate) fn redirect(location: HeaderValue) -> Reply {
+        Reply { status: StatusCode::FOUND, body: Value::Null, headers: vec![(http::header::LOCATION, location)] }
+    }
+
     /// Whop's error shape: `{"error":{"type":…,"message":…}}`.
     pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Reply {
         Reply { status, body: json!({ "error": { "type": kind, "message": message.into() } }), headers: Vec::new() }
@@ -62,12 +67,19 @@ impl Reply {
         r
     }
 
+    /// The hyper response; a `Null` body (redirects) goes out empty, without a content type.
     pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
-        let body = serde_json::to_vec(&self.body).unwrap_or_default();
+        let body = match &self.body {
+            Value::Null => Vec::new(),
+            body => serde_json::to_vec(body).unwrap_or_default(),
+        };
+        let empty = body.is_empty();
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if !empty {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
         for (name, value) in self.headers {
             h.insert(name, value);
         }

@@ -242,6 +242,20 @@ impl KeyRing {
             .ok_or_else(|| MockError::NotFound(format!("no key with kid {kid:?}")))
     }
 
+    /// Signs `claims` as an ES256 JWT with the current signing key, its `kid` in the header
+    /// (the OAuth id_token).
+    pub(crate) fn sign(&self, claims: &Value) -> Result<String, MockError> {
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.kid == self.signing_kid)
+            .ok_or_else(|| MockError::NotFound(format!("no signing key with kid {:?}", self.signing_kid)))?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map_err(|e| MockError::Crypto(format!("signing a token: {e}")))
+    }
+
     /// Mints a token for `user` (any string: unknown users are allowed, to test 404s).
     pub(crate) fn mint(&self, user: &str, opts: &TokenOptions) -> Result<String, MockError> {
         let signer_kid = opts.sign_with.as_deref().unwrap_or(&self.signing_kid);

@@ -3,10 +3,11 @@
 //!
 //! It serves, over real TCP (HTTP/1.1), the shapes of SPEC §1 from a small state: the access
 //! check, memberships (by id or license key, flat or nested), the legacy v2/v5 membership
-//! lists, the v1 members list and the JWKS; it mints user tokens like Whop's app proxy does,
-//! rotates keys, injects faults (latency, 5xx, hangs, 429s, a real per-minute rate limit) and
-//! counts every call. Everything can be driven from Rust ([`MockWhop`]) or over HTTP (the
-//! control API under `/_mock/`).
+//! lists, the v1 members list, the JWKS and "Sign in with Whop" (OAuth 2.1 + PKCE + OpenID
+//! Connect, signing a configured user in without a page); it mints user tokens like Whop's app
+//! proxy does, rotates keys, injects faults (latency, 5xx, hangs, 429s, a real per-minute rate
+//! limit) and counts every call. Everything can be driven from Rust ([`MockWhop`]) or over HTTP
+//! (the control API under `/_mock/`).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -31,6 +32,9 @@
 //! | `GET /api/v5/company/memberships?valid=&product_id=&user_id=&status=&page=&per=` | `memberships_v5` | `{"pagination":{"current_page","total_pages","next_page","prev_page","total_count"},"data":[{"id","product_id","user_id","plan_id","status","valid",…}]}`; `valid` defaults to `true` |
 //! | `GET /api/v1/members?company_id=&user_ids[]=` | `members` | `{"data":[{"id","access_level","status","user":{"id","username","name","email"},…}],"page_info":{…}}`; `company_id` defaults to the API key's company |
 //! | `GET /.well-known/jwks.json` | `jwks` | `{"keys":[{"kty":"EC","crv":"P-256","x","y","kid","alg":"ES256","use":"sig"}]}`, no API key needed |
+//! | `GET /oauth/authorize?response_type=code&client_id=&redirect_uri=&scope=&state=&nonce=&code_challenge=&code_challenge_method=S256` | `oauth_authorize` | `302` to `redirect_uri?code=…&state=…`, no API key needed (see [Sign in with Whop](#sign-in-with-whop-oauth)) |
+//! | `POST /oauth/token`, JSON body | `oauth_token` | `{"access_token","refresh_token","id_token","token_type":"Bearer","expires_in"}`, no API key needed |
+//! | `GET\|POST /oauth/userinfo`, `Authorization: Bearer <access token>` | `oauth_userinfo` | `{"sub","name"?,"preferred_username"?,"email"?}` |
 //!
 //! Lists are in state order; `per` defaults to 10 and is capped at 50; `total_page(s)` is 0
 //! for an empty list. An API key with a `company_id` sees only that company's memberships
@@ -47,9 +51,10 @@
 //! A request passes, in order: the call log; faults (latency, then a failure); the API key; the
 //! real rate limit; the answer. So injected failures hit even unauthenticated calls, and every
 //! call is counted, whatever its answer. The real rate limit (`rate_limit_per_minute`, off by
-//! default) counts admitted calls per endpoint kind and API key over a sliding minute and
-//! answers past it with Whop's 429 body and `Retry-After`, both giving the seconds until the
-//! oldest call in the window leaves it.
+//! default) counts admitted calls per endpoint kind and API key (calls that take no key, to the
+//! JWKS and OAuth, share one budget per kind) over a sliding minute and answers past it with
+//! Whop's 429 body and `Retry-After`, both giving the seconds until the oldest call in the
+//! window leaves it.
 //!
 //! # State file (TOML)
 //!
@@ -119,14 +124,30 @@
 //! # generate = true                 # instead of private_key: a fresh key per process
 //! published = true                  # false: can sign (sign_with) but is not in the JWKS
 //!
-//! # [oauth]                         # reserved for the OAuth endpoints (a later task)
+//! [oauth]                           # "Sign in with Whop" (see below)
+//! login_as = "user_alice"           # who /oauth/authorize signs in, without a page (id or
+//!                                   # username; default: user_alice, else the first user)
+//! code_ttl = "60s"                  # authorization codes (each works once)
+//! access_token_ttl = "1h"           # access tokens (`expires_in`) and id_tokens
+//! refresh_token_ttl = "30d"         # refresh tokens (each works once: they rotate)
+//!
+//! [[oauth.clients]]                 # default: one public client whose client_id is app_id
+//! client_id = "app_mockapp000001"
+//! redirect_uris = []                # exact matches; empty: any http(s) URI on 127.0.0.1 or localhost
+//!
+//! [[oauth.clients]]
+//! client_id = "app_confidential01"
+//! client_secret = "mock_client_secret" # a confidential client: /oauth/token requires it;
+//!                                   # without one, a public (PKCE-only) client that must not send one
+//! redirect_uris = ["https://app.example.com/.whopgate/callback"]
 //! ```
 //!
 //! The built-in state ([`MockState::default`]; `GET /_mock/state` prints it) is this example
-//! without the rate limit and the `[[access]]` override, and with four users: `user_alice`
-//! (membership `mem_alice00000001`, active, `MOCK-ALICE-LICENSE`), `user_bob` (nothing),
-//! `user_carol` (admin of the company) and `user_dave` (membership `mem_dave000000001`,
-//! canceled, `MOCK-DAVE-LICENSE`); a second product `prod_mockproduct2` has no memberships.
+//! without the rate limit, the `[[access]]` override and the second OAuth client, and with
+//! four users: `user_alice` (membership `mem_alice00000001`, active, `MOCK-ALICE-LICENSE`),
+//! `user_bob` (nothing), `user_carol` (admin of the company) and `user_dave` (membership
+//! `mem_dave000000001`, canceled, `MOCK-DAVE-LICENSE`); a second product `prod_mockproduct2`
+//! has no memberships.
 //! Tokens minted from a state whose keys are given as PEM (or left to the default key)
 //! verify against any mock started with the same state, across restarts.
 //!
@@ -140,7 +161,7 @@
 //! | `GET /_mock` | | the list of control endpoints |
 //! | `GET /_mock/state` | | the current state (the TOML schema above, as JSON) |
 //! | `PUT /_mock/state` | a state | replaces it (checked as a file is); answers the new state |
-//! | `POST /_mock/reset` | | back to the start state; faults, rate-limit budgets, calls and the recorded `Api-Version-Date` cleared |
+//! | `POST /_mock/reset` | | back to the start state; faults, rate-limit budgets, calls, OAuth codes and tokens and the recorded `Api-Version-Date` cleared |
 //! | `POST /_mock/access` | `{"user_id","resource_id","access_level":"admin"\|"customer"\|"no_access"\|null}` | sets (or with `null` removes) an override; answers `{"user_id","resource_id","has_access","access_level"}` as the access check now would |
 //! | `POST /_mock/memberships` | `{"id"?, "user_id"?, "product_id"?, "status"?, "license_key"?, …}` | merges the fields into the membership named by `id` (a `mem_…` or a license key; `updated_at` becomes now), e.g. `{"id":"mem_dave000000001","status":"active"}`; without a known id, creates one (`user_id`, `product_id` required; `status` defaults to `active`, `id` to `mem_mock000000001`, …); answers the membership |
 //! | `GET /_mock/faults` | | `{"access":[fault…],"all":[…]}` |
@@ -151,9 +172,12 @@
 //! | `DELETE /_mock/calls` | | forgets the calls |
 //! | `POST /_mock/token` | `{"user_id", "ttl"?:"30s", "expired"?, "iss"?, "aud"?:"…"\|["…"], "no_kid"?, "kid"?, "sign_with"?, "foreign_key"?}` | `{"token":…}` (see [`TokenOptions`]) |
 //! | `POST /_mock/keys/rotate` | `{"drop_old"?:bool, "kid"?, "private_key"?}` | adds a key (generated unless given), publishes it and mints with it from now on; `drop_old` takes the others out of the JWKS; answers `{"kid","jwks"}` |
+//! | `GET /_mock/oauth` | | `{"login_as","codes":[{"code","client_id","redirect_uri","user_id","scope","state","nonce","code_challenge","redeemed","expired"}]}`: the codes issued since the start or the last reset, oldest first (see [`IssuedCode`]) |
+//! | `POST /_mock/oauth/login_as` | `{"user_id"}` (an id or username) | `/oauth/authorize` signs this user in from now on (the state's `oauth.login_as`); answers `{"login_as":ID}` |
 //!
 //! KIND is one of `access`, `membership`, `jwks`, `members`, `memberships_v2`,
-//! `memberships_v5`. FAULT is one of `{"type":"latency","duration":"250ms"}`,
+//! `memberships_v5`, `oauth_authorize`, `oauth_token`, `oauth_userinfo`. FAULT is one of
+//! `{"type":"latency","duration":"250ms"}`,
 //! `{"type":"error","status"?:500,"times"?:N}` (`{"error":{"type":"internal_server_error",…}}`),
 //! `{"type":"hang"}` (no answer for an hour; dropped when the client goes away),
 //! `{"type":"rate_limited","retry_after"?:12,"header"?:false,"times"?:N}` (429
@@ -166,6 +190,7 @@
 //! curl -s -X POST localhost:12312/_mock/faults -d '{"endpoint":"access","fault":{"type":"error","times":2}}'
 //! curl -s -X POST localhost:12312/_mock/memberships -d '{"id":"mem_alice00000001","status":"canceled"}'
 //! curl -s -X POST localhost:12312/_mock/token -d '{"user_id":"user_alice","expired":true}'
+//! curl -s -X POST localhost:12312/_mock/oauth/login_as -d '{"user_id":"user_bob"}'
 //! ```
 //!
 //! # User tokens
@@ -174,13 +199,67 @@
 //! `sub` = the user id, `aud` = the app id (a single string), `iat`, `exp` (one hour later).
 //! Any user id can be minted, known to the state or not.
 //!
-//! # OAuth
+//! # Sign in with Whop (OAuth)
 //!
-//! "Sign in with Whop" (`/oauth/authorize`, `/oauth/token`, `/oauth/userinfo`) is a later
-//! addition: its routes go in `api.rs` (see the `Route` enum), its handlers in an `oauth.rs`,
-//! its clients in the state's `[oauth]` table ([`OAuthState`]), and its endpoint kinds
-//! (`oauth_authorize`, `oauth_token`, `oauth_userinfo`) in [`EndpointKind`] (non-exhaustive for
-//! that reason).
+//! OAuth 2.1 authorization code with PKCE (S256 only) and OpenID Connect, shaped as SPEC §1
+//! describes Whop's. No page is shown: authorize signs in `oauth.login_as` at once. These
+//! endpoints take no API key. Their own errors are RFC 6749's `{"error","error_description"}`;
+//! injected faults answer in the Whop shape above, as on every endpoint.
+//!
+//! **`GET /oauth/authorize`** `?response_type=code&client_id=&redirect_uri=&scope=&state=&nonce=&code_challenge=&code_challenge_method=S256`
+//!
+//! - `client_id` missing, repeated or unknown (`invalid_client`), or `redirect_uri` missing,
+//!   repeated or not allowed for the client (`invalid_request`): `400
+//!   {"error","error_description"}`, never a redirect. A client's `redirect_uris` are matched
+//!   exactly; a client without any accepts any http(s) URI on `127.0.0.1` or `localhost`.
+//! - Any other problem redirects (`302`, no body) to
+//!   `redirect_uri?error=…&error_description=…&state=…` (`state` only when sent):
+//!   `unsupported_response_type` (not `code`); `invalid_request` (a parameter repeated,
+//!   `code_challenge` missing or not 43 base64url characters, `code_challenge_method` absent,
+//!   `plain` or anything but `S256`); `invalid_scope` (`scope` without `openid`);
+//!   `access_denied` (the state has no users).
+//! - Success: `302` (no body) to `redirect_uri?code=…&state=…`, appended to any query the URI
+//!   has, values percent-encoded (`state` decodes to exactly what was sent). The code is
+//!   random, works once, within `oauth.code_ttl` (60 s), and is bound to the client, the
+//!   redirect URI, the challenge, the nonce, the scopes and the user.
+//!
+//! **`POST /oauth/token`** with `Content-Type: application/json` (anything else, a form-encoded
+//! body included, is `400 invalid_request`); unknown fields are ignored, `""` and `null` count
+//! as absent:
+//!
+//! - `{"grant_type":"authorization_code","code","redirect_uri","client_id","code_verifier","client_secret"?}`
+//! - `{"grant_type":"refresh_token","refresh_token","client_id","client_secret"?}`
+//!
+//! Success: `200 {"access_token","refresh_token","id_token","token_type":"Bearer","expires_in"}`,
+//! `expires_in` being `oauth.access_token_ttl` in seconds; a refresh answers the same without
+//! `id_token`. Every answer has `Cache-Control: no-store`. Access and refresh tokens are opaque.
+//! The id_token is an ES256 JWT signed by the current signing key (its `kid` in the header, so
+//! the JWKS verifies it) with `iss` = the mock's base URL ([`MockWhop::base_url`]), `sub` = the
+//! user id, `aud` = the client id (one string), `iat`, `exp` = `iat` + `access_token_ttl`, and
+//! `nonce` when the authorize request had one. Errors:
+//!
+//! | error | status | when |
+//! | --- | --- | --- |
+//! | `invalid_request` | 400 | not JSON; a field missing or not a string; `code_verifier` not 43–128 characters of `A-Z a-z 0-9 - . _ ~` |
+//! | `unsupported_grant_type` | 400 | `grant_type` is neither of the two |
+//! | `invalid_client` | 401 | unknown `client_id`; a confidential client's secret missing or wrong; a secret sent by a public client |
+//! | `invalid_grant` | 400 | the code unknown, expired, already used, issued to another client or for another `redirect_uri`, or `BASE64URL(SHA256(code_verifier)) != code_challenge`; the refresh token unknown, used, revoked, expired or another client's |
+//!
+//! A code is used up by the first exchange that passes the request and client checks, whatever
+//! its outcome. Using it again also revokes every token it bought, refreshed ones included (RFC
+//! 6749 §4.1.2). Refresh tokens rotate, as Whop's do: each works once; access tokens stay valid
+//! until they expire.
+//!
+//! **`GET` or `POST /oauth/userinfo`** with `Authorization: Bearer <access token>`: `200 {"sub"}`,
+//! plus `"name"` (when the user has one) and `"preferred_username"` (the username) with scope
+//! `profile`, and `"email"` (when the user has one) with scope `email`; never `picture` (the
+//! state has none). Without a token: `401` with `WWW-Authenticate: Bearer realm="whop"`; with
+//! an unknown, expired or revoked one: `401` with `WWW-Authenticate: Bearer realm="whop",
+//! error="invalid_token", error_description="…"`; both with
+//! `{"error":"invalid_token","error_description"}`.
+//!
+//! Tests drive it with [`MockWhop::set_login_as`] and look at what the client asked for with
+//! [`MockWhop::issued_codes`] (or `GET /_mock/oauth`).
 
 #![warn(missing_docs)]
 
@@ -192,6 +271,7 @@ mod error;
 mod faults;
 mod http;
 mod keys;
+mod oauth;
 mod runtime;
 mod server;
 mod state;
@@ -213,13 +293,14 @@ pub use cli::{run_cli, token_cli};
 pub use error::MockError;
 pub use faults::{Fault, FaultScope, HANG_FOR};
 pub use keys::{Audience, DEFAULT_KEY_PEM, DEFAULT_KID, DEFAULT_TOKEN_TTL, ISSUER, TokenOptions};
+pub use oauth::IssuedCode;
 pub use state::{
-    AccessGrant, AccessLevel, ApiKey, Company, DEFAULT_API_KEY, DEFAULT_APP_ID, DEFAULT_COMPANY_ID, DEFAULT_CREATED_AT,
-    Experience, Membership, MembershipShape, MembershipStatus, MockState, OAuthState, Product, Resource, SigningKey,
-    User,
+    AccessGrant, AccessLevel, ApiKey, Company, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_API_KEY, DEFAULT_APP_ID,
+    DEFAULT_CODE_TTL, DEFAULT_COMPANY_ID, DEFAULT_CREATED_AT, DEFAULT_REFRESH_TOKEN_TTL, Experience, Membership,
+    MembershipShape, MembershipStatus, MockState, OAuthClient, OAuthState, Product, Resource, SigningKey, User,
 };
 
-use runtime::Inner;
+use runtime::{Inner, World};
 
 /// Where `whopgate mock-whop` listens unless told otherwise: `127.0.0.1:12312`.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 12312));
@@ -246,7 +327,7 @@ impl MockWhop {
     pub fn start(addr: SocketAddr, state: MockState) -> io::Result<MockWhop> {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("MockWhop::start must be called inside a tokio runtime"))?;
-        let inner = Arc::new(Inner::new(state)?);
+        let world = World::new(state)?;
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let listener = {
@@ -254,6 +335,7 @@ impl MockWhop {
             tokio::net::TcpListener::from_std(listener)?
         };
         let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner::new(world, format!("http://{addr}")));
         let (stop, stopped) = watch::channel(false);
         let task = rt.spawn(server::serve(listener, inner.clone(), stopped));
         Ok(MockWhop { inner, addr, stop: Some(stop), task: Some(task) })
@@ -264,9 +346,10 @@ impl MockWhop {
         self.addr
     }
 
-    /// `http://IP:PORT`, what the gate's `whop.api_base` should be.
+    /// `http://IP:PORT`, what the gate's `whop.api_base` should be; also the `iss` of the
+    /// id_tokens `/oauth/token` issues.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.inner.issuer.clone()
     }
 
     /// `{base_url}/.well-known/jwks.json`.
@@ -294,8 +377,8 @@ impl MockWhop {
         self.inner.replace_state(state)
     }
 
-    /// Back to the start state, with faults, rate-limit budgets, calls and the recorded
-    /// `Api-Version-Date` cleared.
+    /// Back to the start state, with faults, rate-limit budgets, calls, OAuth codes and tokens
+    /// and the recorded `Api-Version-Date` cleared.
     pub fn reset(&self) -> Result<(), MockError> {
         self.inner.reset()
     }
@@ -402,6 +485,24 @@ impl MockWhop {
     /// instead of the JWKS URL.
     pub fn public_key_pem(&self) -> Result<String, MockError> {
         self.inner.with_world(|w| w.keys.public_pem(w.state.signing_kid()))
+    }
+
+    /// Makes `/oauth/authorize` sign in this user (id or username) from now on, as the
+    /// state's `oauth.login_as` does.
+    pub fn set_login_as(&self, user: &str) -> Result<(), MockError> {
+        self.inner.set_login_as(user).map(|_| ())
+    }
+
+    /// The user `/oauth/authorize` signs in.
+    pub fn login_as(&self) -> String {
+        self.inner.with_world(|w| w.state.oauth.login_as.clone())
+    }
+
+    /// The authorization codes `/oauth/authorize` issued since the start or the last reset,
+    /// oldest first, with what the client asked for (redirect URI, scope, state, nonce,
+    /// challenge) and whether each was redeemed.
+    pub fn issued_codes(&self) -> Vec<IssuedCode> {
+        self.inner.issued_codes()
     }
 
     /// The last `Api-Version-Date` header received on a Whop-shaped path.

@@ -13,6 +13,7 @@ use super::calls::CallLog;
 use super::error::MockError;
 use super::faults::{Failure, Fault, FaultScope, FaultTable, RateLimiter};
 use super::keys::{KeyRing, TokenOptions, generate_pem};
+use super::oauth::{IssuedCode, OAuthStore};
 use super::state::{AccessGrant, AccessLevel, Membership, MembershipStatus, MockState, SigningKey};
 
 /// A resolved state with its keys parsed once.
@@ -45,6 +46,9 @@ pub(crate) struct Inner {
     limiter: Mutex<RateLimiter>,
     calls: Mutex<CallLog>,
     api_version_date: Mutex<Option<String>>,
+    oauth: Mutex<OAuthStore>,
+    /// The mock's base URL (`http://IP:PORT`): the `iss` of id_tokens.
+    pub issuer: String,
     pub started: Instant,
     next_membership: AtomicU64,
     /// Calls sleeping in a hang fault right now (tests check that they end with the client).
@@ -52,19 +56,21 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn new(state: MockState) -> Result<Inner, MockError> {
-        let world = World::new(state)?;
-        Ok(Inner {
+    /// A mock serving `world` at `issuer` (its base URL, known once the port is bound).
+    pub(crate) fn new(world: World, issuer: String) -> Inner {
+        Inner {
             initial: world.state.clone(),
             world: Mutex::new(world),
             faults: Mutex::default(),
             limiter: Mutex::default(),
             calls: Mutex::default(),
             api_version_date: Mutex::default(),
+            oauth: Mutex::default(),
+            issuer,
             started: Instant::now(),
             next_membership: AtomicU64::new(1),
             hanging: AtomicUsize::new(0),
-        })
+        }
     }
 
     /// Runs `f` on the current world (keep it short: requests wait on this lock).
@@ -93,14 +99,34 @@ impl Inner {
         Ok(())
     }
 
-    /// Back to the state the mock started with; faults, rate-limit budgets, calls and the
-    /// recorded `Api-Version-Date` cleared.
+    /// Back to the state the mock started with; faults, rate-limit budgets, calls, OAuth codes
+    /// and tokens and the recorded `Api-Version-Date` cleared.
     pub(crate) fn reset(&self) -> Result<(), MockError> {
         self.replace_state(self.initial.clone())?;
         lock(&self.faults).clear_all();
         lock(&self.calls).reset();
+        lock(&self.oauth).clear();
         *lock(&self.api_version_date) = None;
         Ok(())
+    }
+
+    /// Makes `/oauth/authorize` sign in this user (id or username) from now on; returns the id.
+    pub(crate) fn set_login_as(&self, user: &str) -> Result<String, MockError> {
+        self.update(|s| {
+            let id = s.user(user).map(|u| u.id.clone()).ok_or_else(|| MockError::NotFound(format!("user {user:?}")))?;
+            s.oauth.login_as = id.clone();
+            Ok(id)
+        })
+    }
+
+    /// The OAuth codes and tokens (keep it short, and do not take the world lock meanwhile).
+    pub(crate) fn oauth(&self) -> MutexGuard<'_, OAuthStore> {
+        lock(&self.oauth)
+    }
+
+    /// The authorization codes issued since the start or the last reset, oldest first.
+    pub(crate) fn issued_codes(&self) -> Vec<IssuedCode> {
+        self.oauth().codes(Instant::now())
     }
 
     /// Sets (or with `None` removes) the access override of a user (id or username) on a
@@ -291,7 +317,7 @@ mod tests {
     use serde_json::json;
 
     fn inner() -> Inner {
-        Inner::new(MockState::default()).unwrap()
+        Inner::new(World::new(MockState::default()).unwrap(), "http://mock.test".into())
     }
 
     fn level(i: &Inner, u: &str, r: &str) -> Option<AccessLevel> {
@@ -336,6 +362,16 @@ mod tests {
     }
 
     #[test]
+    fn login_as_takes_ids_and_usernames() {
+        let i = inner();
+        assert_eq!(i.state().oauth.login_as, "user_alice");
+        assert_eq!(i.set_login_as("carol").unwrap(), "user_carol");
+        assert_eq!(i.state().oauth.login_as, "user_carol");
+        assert!(matches!(i.set_login_as("user_zed"), Err(MockError::NotFound(_))));
+        assert_eq!(i.state().oauth.login_as, "user_carol");
+    }
+
+    #[test]
     fn rotation_switches_the_signing_key() {
         let i = inner();
         let kid = i.rotate_key(false, None, None).unwrap();
@@ -358,6 +394,7 @@ mod tests {
         i.set_fault(FaultScope::All, Fault::hang()).unwrap();
         i.calls().start(None, "GET", "/x");
         i.note_api_version_date("2026-09-15");
+        i.set_login_as("bob").unwrap();
         i.reset().unwrap();
         assert_eq!(i.state(), MockState::default().resolve().unwrap());
         assert_eq!(i.take_fault(EndpointKind::Access).1, None);

@@ -21,6 +21,7 @@ use super::admin;
 use super::api::{self, Route};
 use super::faults::{Failure, HANG_FOR};
 use super::http::{Query, Reply};
+use super::oauth;
 use super::runtime::Inner;
 use super::state::ApiKey;
 
@@ -72,7 +73,7 @@ async fn dispatch(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>
     }
     let route = api::route(&parts.method, path);
     let seq = inner.calls().start(route.as_ref().map(Route::kind), parts.method.as_str(), path);
-    let reply = whop(inner, &parts.method, path, &parts.headers, route, &query).await;
+    let reply = whop(inner, &parts.method, path, &parts.headers, route, &query, body).await;
     inner.calls().finish(seq, reply.status.as_u16());
     reply.into_response()
 }
@@ -84,6 +85,7 @@ async fn whop(
     headers: &HeaderMap,
     route: Option<Route>,
     query: &Query,
+    body: Incoming,
 ) -> Reply {
     let Some(route) = route else {
         // Like Whop: no key, no information about which paths exist.
@@ -121,7 +123,10 @@ async fn whop(
     if let Err(wait) = inner.rate_check(kind, bucket) {
         return Reply::rate_limited(wait, true);
     }
-    inner.with_world(|w| api::answer(&w.state, &w.keys, &route, query, key.as_ref()))
+    match route {
+        Route::OAuth(endpoint) => oauth::answer(inner, endpoint, headers, query, body).await,
+        route => inner.with_world(|w| api::answer(&w.state, &w.keys, &route, query, key.as_ref())),
+    }
 }
 
 /// The API key named by `Authorization: Bearer …`, if the state has it.

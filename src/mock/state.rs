@@ -7,11 +7,13 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::MockError;
 use super::keys;
+use super::oauth;
 
 /// The app id of the built-in state (the `aud` of its user tokens).
 pub const DEFAULT_APP_ID: &str = "app_mockapp000001";
@@ -326,12 +328,92 @@ pub struct SigningKey {
     pub published: bool,
 }
 
-/// Reserved for "Sign in with Whop" (`/oauth/authorize`, `/oauth/token`, `/oauth/userinfo`):
-/// OAuth clients (client id, secret, redirect URIs) will be described here. It takes no keys
-/// yet; `[oauth]` may be present and empty.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// An OAuth client of "Sign in with Whop" (in Whop, an app: its id is the client id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OAuthState {}
+pub struct OAuthClient {
+    /// `app_…`.
+    pub client_id: String,
+    /// A confidential client's secret: `POST /oauth/token` then requires it. Without one the
+    /// client is a public (PKCE-only) client and must not send a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// The redirect URIs `/oauth/authorize` accepts, compared exactly (as strings). Empty: any
+    /// `http`/`https` URI whose host is `127.0.0.1` or `localhost` (any port, path and query),
+    /// which suits tests on ephemeral ports.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+}
+
+impl OAuthClient {
+    /// A public client with no fixed redirect URIs (any loopback URI is accepted).
+    pub fn public(client_id: impl Into<String>) -> OAuthClient {
+        OAuthClient { client_id: client_id.into(), client_secret: None, redirect_uris: Vec::new() }
+    }
+}
+
+/// Lifetime of authorization codes unless the state says otherwise.
+pub const DEFAULT_CODE_TTL: Duration = Duration::from_secs(60);
+/// Lifetime of OAuth access tokens (and id_tokens) unless the state says otherwise; Whop's
+/// are valid for one hour.
+pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Lifetime of refresh tokens unless the state says otherwise.
+pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// "Sign in with Whop" (`/oauth/authorize`, `/oauth/token`, `/oauth/userinfo`): the clients,
+/// the user the authorize step signs in, and the lifetimes of what it issues.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthState {
+    /// The user (id, or username when loading) that `/oauth/authorize` approves without asking.
+    /// Left empty, it becomes `user_alice` when the state has her, else the first user; with no
+    /// users at all, authorize answers `access_denied`.
+    #[serde(default)]
+    pub login_as: String,
+    /// How long an authorization code can be exchanged (default 60 s).
+    #[serde(default = "default_code_ttl", with = "super::serde_duration")]
+    pub code_ttl: Duration,
+    /// `expires_in` of access tokens, and `exp - iat` of id_tokens (default 1 h).
+    #[serde(default = "default_access_token_ttl", with = "super::serde_duration")]
+    pub access_token_ttl: Duration,
+    /// How long a refresh token can be used (default 30 days).
+    #[serde(default = "default_refresh_token_ttl", with = "super::serde_duration")]
+    pub refresh_token_ttl: Duration,
+    /// The clients. Left empty, one public client whose `client_id` is the state's `app_id`,
+    /// with no fixed redirect URIs.
+    #[serde(default)]
+    pub clients: Vec<OAuthClient>,
+}
+
+impl Default for OAuthState {
+    /// Default lifetimes; `login_as` and `clients` are filled in by [`MockState::resolve`].
+    fn default() -> Self {
+        OAuthState {
+            login_as: String::new(),
+            code_ttl: DEFAULT_CODE_TTL,
+            access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
+            refresh_token_ttl: DEFAULT_REFRESH_TOKEN_TTL,
+            clients: Vec::new(),
+        }
+    }
+}
+
+impl OAuthState {
+    /// The client with this id.
+    pub fn client(&self, client_id: &str) -> Option<&OAuthClient> {
+        self.clients.iter().find(|c| c.client_id == client_id)
+    }
+}
+
+fn default_code_ttl() -> Duration {
+    DEFAULT_CODE_TTL
+}
+fn default_access_token_ttl() -> Duration {
+    DEFAULT_ACCESS_TOKEN_TTL
+}
+fn default_refresh_token_ttl() -> Duration {
+    DEFAULT_REFRESH_TOKEN_TTL
+}
 
 /// Everything the mock knows. [`MockState::default`] is the built-in state; files are read
 /// with [`MockState::from_toml`] / [`MockState::load`].
@@ -375,9 +457,9 @@ pub struct MockState {
     /// Signing keys (default: the built-in development key `mock-key-1`).
     #[serde(default = "default_keys")]
     pub keys: Vec<SigningKey>,
-    /// Reserved for OAuth.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oauth: Option<OAuthState>,
+    /// "Sign in with Whop": clients, the signed-in user, lifetimes.
+    #[serde(default)]
+    pub oauth: OAuthState,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -406,8 +488,9 @@ impl Default for MockState {
     /// `biz_mockcompany01`), products `prod_mockproduct1` and `prod_mockproduct2`, experience
     /// `exp_mockexperienc1` (via product 1), users alice (active customer of product 1, license
     /// key `MOCK-ALICE-LICENSE`), bob (nothing), carol (admin of the company) and dave
-    /// (canceled membership on product 1, license key `MOCK-DAVE-LICENSE`), and the published
-    /// development key `mock-key-1`.
+    /// (canceled membership on product 1, license key `MOCK-DAVE-LICENSE`), the published
+    /// development key `mock-key-1`, and one public OAuth client `app_mockapp000001` (any
+    /// loopback redirect URI) that signs in as alice.
     fn default() -> Self {
         let user = |id: &str, name: &str| User {
             id: format!("user_{id}"),
@@ -469,7 +552,11 @@ impl Default for MockState {
             ],
             access: Vec::new(),
             keys: default_keys(),
-            oauth: None,
+            oauth: OAuthState {
+                login_as: "user_alice".to_owned(),
+                clients: vec![OAuthClient::public(DEFAULT_APP_ID)],
+                ..OAuthState::default()
+            },
         }
     }
 }
@@ -717,6 +804,42 @@ impl MockState {
         if let Some(kid) = &self.signing_kid {
             if !kids.contains(kid) {
                 return bad(format!("signing_kid {kid:?} is not one of the keys"));
+            }
+        }
+
+        let login_as = if self.oauth.login_as.is_empty() {
+            // Absent from the file: alice when she exists, as documented; else anyone rather
+            // than nobody.
+            self.user("user_alice").or(self.users.first()).map(|u| u.id.clone())
+        } else {
+            match self.user(&self.oauth.login_as) {
+                Some(u) => Some(u.id.clone()),
+                None => {
+                    return bad(format!("oauth.login_as {:?} is not one of the users", self.oauth.login_as));
+                }
+            }
+        };
+        let oauth = &mut self.oauth;
+        oauth.login_as = login_as.unwrap_or_default();
+        if oauth.clients.is_empty() {
+            oauth.clients.push(OAuthClient::public(self.app_id.clone()));
+        }
+        let mut client_ids = HashSet::new();
+        for (i, c) in oauth.clients.iter().enumerate() {
+            let at = format!("oauth.clients[{i}] ({})", c.client_id);
+            if !c.client_id.starts_with("app_") {
+                return bad(format!("oauth.clients[{i}]: client_id {:?} must start with \"app_\"", c.client_id));
+            }
+            if !client_ids.insert(c.client_id.as_str()) {
+                return bad(format!("{at}: client_id is used twice"));
+            }
+            if c.client_secret.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                return bad(format!("{at}: client_secret must not be empty (leave it out for a public client)"));
+            }
+            for uri in &c.redirect_uris {
+                if let Err(e) = oauth::parse_redirect_uri(uri) {
+                    return bad(format!("{at}: redirect_uri {uri:?}: {e}"));
+                }
             }
         }
         Ok(self)

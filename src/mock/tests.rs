@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 
 use super::*;
 
+mod sign_in;
+
 fn start() -> MockWhop {
     start_with(MockState::default())
 }
@@ -141,6 +143,25 @@ async fn membership_by_id_and_license_key_in_both_shapes() {
     let a = api(&mock, "/api/v1/memberships/mem_unknown00001").await;
     assert_eq!(a.status, 404);
     assert_eq!(a.body["error"]["type"], "not_found");
+}
+
+/// What a license-key identity source sees after a cancellation: the same membership, found by
+/// the key, now `canceled` and not valid.
+#[tokio::test]
+async fn a_canceled_membership_is_found_by_its_license_key() {
+    let mock = start();
+    mock.set_membership_status("MOCK-ALICE-LICENSE", MembershipStatus::Canceled).unwrap();
+    for shape in ["flat", "nested"] {
+        let a = api(&mock, &format!("/api/v1/memberships/MOCK-ALICE-LICENSE?mock_shape={shape}")).await;
+        assert_eq!(a.status, 200, "{shape}");
+        assert_eq!(a.body["id"], "mem_alice00000001", "{shape}");
+        assert_eq!(a.body["license_key"], "MOCK-ALICE-LICENSE", "{shape}");
+        assert_eq!(a.body["status"], "canceled", "{shape}");
+        assert_eq!(a.body["valid"], false, "{shape}");
+        assert!(a.body["canceled_at"].as_i64().unwrap() > DEFAULT_CREATED_AT, "{shape}");
+    }
+    let a = api(&mock, "/api/v1/memberships/MOCK-NOBODY-LICENSE").await;
+    assert_eq!(a.status, 404);
 }
 
 #[tokio::test]
@@ -505,13 +526,18 @@ struct WhopClaims {
     exp: u64,
 }
 
-/// Verifies like a strict client: JWKS over HTTP, key by kid, ES256, iss, aud, exp.
-async fn verify(mock: &MockWhop, token: &str) -> Result<WhopClaims, String> {
+/// The key of the mock's JWKS (fetched over HTTP) that the token's header names by kid.
+async fn jwks_key(mock: &MockWhop, token: &str) -> Result<DecodingKey, String> {
     let jwks: JwkSet = client().get(mock.jwks_url()).send().await.unwrap().json().await.unwrap();
     let header = decode_header(token).map_err(|e| e.to_string())?;
     let kid = header.kid.ok_or("no kid")?;
     let jwk = jwks.find(&kid).ok_or("unknown kid")?;
-    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())
+}
+
+/// Verifies like a strict client: JWKS over HTTP, key by kid, ES256, iss, aud, exp.
+async fn verify(mock: &MockWhop, token: &str) -> Result<WhopClaims, String> {
+    let key = jwks_key(mock, token).await?;
     let mut v = Validation::new(Algorithm::ES256);
     v.set_issuer(&["urn:whopcom:exp-proxy"]);
     v.set_audience(&[mock.app_id()]);

@@ -53,7 +53,12 @@ async fn browser() -> Option<(Driver, Client)> {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match ClientBuilder::rustls().expect("rustls").capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{}", driver.port)).await {
+        match ClientBuilder::rustls()
+            .expect("rustls")
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+        {
             Ok(client) => return Some((driver, client)),
             Err(e) if Instant::now() > deadline => panic!("could not start a Chromium session: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -80,7 +85,11 @@ cookie_secret = "{secret}"
 "#,
         app = mock.app_id()
     );
-    gated_config(&up.url(), mock, "", &routes).replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
+    gated_config(&up.url(), mock, "", &routes).replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+        1,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +119,7 @@ async fn a_browser_signs_in_with_whop_sees_me_and_signs_out() {
     let session = cookies.iter().find(|c| c.name() == "__Host-whopgate").expect("a session cookie");
     assert_eq!(session.secure(), Some(true));
     assert_eq!(session.http_only(), Some(true));
-    assert_eq!(session.same_site(), Some(fantoccini::cookies::SameSite::Lax));
+    assert_eq!(format!("{:?}", session.same_site()), "Some(Lax)");
     assert_eq!(session.path(), Some("/"));
     assert!(session.value().len() < 400, "the session cookie is small: {} bytes", session.value().len());
     assert!(!cookies.iter().any(|c| c.name().ends_with("-login")), "the login cookie outlived the sign-in");
@@ -122,14 +131,19 @@ async fn a_browser_signs_in_with_whop_sees_me_and_signs_out() {
     assert_eq!(me["user_id"], "user_alice");
     assert_eq!(me["source"], "session");
 
-    // Logout → the protected page asks to sign in again (the mock's authorize page now fails,
-    // so the browser stays on it instead of being signed straight back in).
-    client.goto(&format!("{site}/.whopgate/logout?rd=/bye")).await.unwrap();
-    assert!(!client.get_all_cookies().await.unwrap().iter().any(|c| c.name() == "__Host-whopgate"));
+    // Logout → the protected page asks to sign in again. The mock's authorize page now fails,
+    // so the browser stays on it instead of being signed straight back in (the mock approves
+    // without asking).
     mock.set_fault(EndpointKind::OauthAuthorize, Fault::error());
+    client.goto(&format!("{site}/.whopgate/logout?rd=/dashboard")).await.unwrap();
+    assert!(!client.get_all_cookies().await.unwrap().iter().any(|c| c.name() == "__Host-whopgate"));
+    let authorize = format!("{}/oauth/authorize", mock.base_url());
+    let url = client.current_url().await.unwrap();
+    assert!(url.as_str().starts_with(&authorize), "after logout, ended on {url}");
     client.goto(&format!("{site}/dashboard")).await.unwrap();
     let url = client.current_url().await.unwrap();
-    assert!(url.as_str().starts_with(&format!("{}/oauth/authorize", mock.base_url())), "ended on {url}");
+    assert!(url.as_str().starts_with(&authorize), "the protected page did not ask to sign in: {url}");
+    assert_eq!(mock.calls(EndpointKind::OauthToken), 1, "no new sign-in completed");
     client.close().await.unwrap();
     drop(gate);
 }

@@ -29,7 +29,11 @@ cookie_secret = "{SECRET}"
 "#,
         app = mock.app_id()
     );
-    gated_config(&up.url(), mock, "", &routes).replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
+    gated_config(&up.url(), mock, "", &routes).replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+        1,
+    )
 }
 
 fn no_redirects() -> reqwest::Client {
@@ -49,6 +53,11 @@ fn set_cookies(response: &reqwest::Response) -> HashMap<String, (String, String)
             Some((name.trim().to_owned(), (value.trim().to_owned(), attrs.to_owned())))
         })
         .collect()
+}
+
+/// Does the response set a (non-empty) session cookie?
+fn sets_session(response: &reqwest::Response) -> bool {
+    set_cookies(response).get("__Host-whopgate").is_some_and(|(value, _)| !value.is_empty())
 }
 
 fn location(response: &reqwest::Response) -> String {
@@ -83,7 +92,9 @@ async fn callback(client: &reqwest::Client, flow: &Flow) -> reqwest::Response {
 /// Where a browser on `site` ends up after following `location`.
 fn lands_on(site: &str, location: &str) -> Option<String> {
     let base = url::Url::parse(&format!("{site}/")).unwrap();
-    base.join(location).ok().and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))))
+    base.join(location)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +119,12 @@ async fn callback_checks_state_and_code() {
     assert!(cookies.get("__Host-whopgate-login").is_some_and(|(v, a)| v.is_empty() || a.contains("Max-Age=0")));
 
     // The session works, and /me says who it is.
-    let me = client.get(format!("{site}/.whopgate/me")).header("cookie", format!("__Host-whopgate={session}")).send().await.unwrap();
+    let me = client
+        .get(format!("{site}/.whopgate/me"))
+        .header("cookie", format!("__Host-whopgate={session}"))
+        .send()
+        .await
+        .unwrap();
     let me: serde_json::Value = me.json().await.unwrap();
     assert_eq!(me["user_id"], "user_alice");
     assert_eq!(me["source"], "session");
@@ -116,7 +132,7 @@ async fn callback_checks_state_and_code() {
     // Replayed code: Whop refuses it; 400 and no session cookie.
     let replay = callback(&client, &flow).await;
     assert_eq!(replay.status(), 400);
-    assert!(!set_cookies(&replay).get("__Host-whopgate").is_some_and(|(v, _)| !v.is_empty()));
+    assert!(!sets_session(&replay));
 
     // Missing state, forged state, no login cookie: 400, no session cookie, and Whop not asked.
     let flow = start_login(&client, &site, "/").await;
@@ -133,7 +149,7 @@ async fn callback_checks_state_and_code() {
         }
         let r = request.send().await.unwrap();
         assert_eq!(r.status(), 400, "{what}");
-        assert!(!set_cookies(&r).get("__Host-whopgate").is_some_and(|(v, _)| !v.is_empty()), "{what}");
+        assert!(!sets_session(&r), "{what}");
         assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{what}: a page");
     }
     drop(gate);
@@ -155,9 +171,14 @@ async fn a_rejected_token_exchange_is_a_clear_page_without_a_cookie() {
     let rest = after.split_once('&').map_or(String::new(), |(_, r)| format!("&{r}"));
     let tampered = format!("{before}code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM{rest}");
     let approved = client.get(tampered).send().await.unwrap();
-    let r = client.get(location(&approved)).header("cookie", format!("__Host-whopgate-login={login_cookie}")).send().await.unwrap();
+    let r = client
+        .get(location(&approved))
+        .header("cookie", format!("__Host-whopgate-login={login_cookie}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    assert!(!set_cookies(&r).get("__Host-whopgate").is_some_and(|(v, _)| !v.is_empty()));
+    assert!(!sets_session(&r));
     let page = r.text().await.unwrap();
     assert!(page.contains("Sign-in failed") && page.contains("invalid_grant"), "{page}");
 }
@@ -248,7 +269,11 @@ async fn tampered_foreign_and_rotated_session_cookies() {
     let gate = Whopgate::start(&rotated);
     let site = format!("http://localhost:{port}");
     let with_session = |value: String, accept: &'static str| {
-        client.get(format!("{site}/app")).header("cookie", format!("a=1; __Host-whopgate={value}; b=2")).header("accept", accept).send()
+        client
+            .get(format!("{site}/app"))
+            .header("cookie", format!("a=1; __Host-whopgate={value}; b=2"))
+            .header("accept", accept)
+            .send()
     };
     let r = with_session(old_session.clone(), "application/json").await.unwrap();
     assert_eq!(r.status(), 200, "a cookie from the previous secret is accepted");

@@ -243,10 +243,7 @@ fn without_public_url_only_paths_and_allowed_hosts() {
     let policy = RedirectPolicy::new(None, &["allowed.example".to_owned()]);
     assert_eq!(policy.safe_target("/x"), "/x");
     assert_eq!(policy.safe_target("https://public.host/x"), "/");
-    assert_eq!(
-        policy.safe_target("https://allowed.example/x"),
-        "https://allowed.example/x"
-    );
+    assert_eq!(policy.safe_target("https://allowed.example/x"), "https://allowed.example/x");
     let empty = RedirectPolicy::default();
     assert_eq!(empty.safe_target("/x"), "/x");
     assert_eq!(empty.safe_target("https://allowed.example/x"), "/");
@@ -265,10 +262,7 @@ fn public_url_with_port_and_plain_http() {
 
 #[test]
 fn malformed_allowed_entries_are_ignored() {
-    let policy = RedirectPolicy::new(
-        None,
-        &["".to_owned(), "*.".to_owned(), "a b".to_owned(), "*.[::1]".to_owned()],
-    );
+    let policy = RedirectPolicy::new(None, &["".to_owned(), "*.".to_owned(), "a b".to_owned(), "*.[::1]".to_owned()]);
     assert!(policy.allowed.is_empty());
     assert_eq!(policy.safe_target("https://a/"), "/");
 }
@@ -287,23 +281,15 @@ fn open_redirect_corpus_never_leaves_the_site() {
     let strict = RedirectPolicy::new(Some(&Uri::from_static("https://public.host")), &[]);
     // The corpus names this host as "the allowed one"; allowing it shows that no payload
     // sneaks past the allow-list to another host either.
-    let whitelisted = RedirectPolicy::new(
-        Some(&Uri::from_static("https://public.host")),
-        &["www.whitelisteddomain.tld".to_owned()],
-    );
+    let whitelisted =
+        RedirectPolicy::new(Some(&Uri::from_static("https://public.host")), &["www.whitelisteddomain.tld".to_owned()]);
     let mut kept = 0;
     for raw in payloads {
         // As written, and as a handler receives it after query-string decoding (`+` is a space).
-        let decoded = percent_decode_str(&raw.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned();
+        let decoded = percent_decode_str(&raw.replace('+', " ")).decode_utf8_lossy().into_owned();
         for rd in [raw, decoded.as_str()] {
             let target = strict.safe_target(rd);
-            assert!(
-                on_public_host(&target),
-                "{rd:?} -> {target:?} -> {:?}",
-                lands_on(&target)
-            );
+            assert!(on_public_host(&target), "{rd:?} -> {target:?} -> {:?}", lands_on(&target));
             if target != "/" {
                 kept += 1;
             }
@@ -384,15 +370,11 @@ fn random_compositions_never_escape() {
         let len = 1 + next() % 7;
         // Most start from an acceptable prefix, so the rest of the string is what decides.
         let prefix = ["", "/", "https://public.host/", "http://a.apps.example"][(next() % 4) as usize];
-        let rd: String = std::iter::once(prefix)
-            .chain((0..len).map(|_| PIECES[(next() % PIECES.len() as u64) as usize]))
-            .collect();
+        let rd: String =
+            std::iter::once(prefix).chain((0..len).map(|_| PIECES[(next() % PIECES.len() as u64) as usize])).collect();
         let target = policy.safe_target(&rd);
         let landed = lands_on(&target);
-        assert!(
-            landed.as_ref().is_some_and(allowed),
-            "{rd:?} -> {target:?} -> {landed:?}"
-        );
+        assert!(landed.as_ref().is_some_and(allowed), "{rd:?} -> {target:?} -> {landed:?}");
         assert_eq!(policy.safe_target(&target), target, "{rd:?} is not canonical");
         if target != "/" {
             kept += 1;

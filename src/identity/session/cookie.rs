@@ -41,10 +41,7 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
         let (n, _) = split_pair(pair);
         n == name.as_bytes() || n == login.as_bytes()
     };
-    let touched = headers
-        .get_all(COOKIE)
-        .iter()
-        .any(|header| header.as_bytes().split(|&b| b == b';').any(ours));
+    let touched = headers.get_all(COOKIE).iter().any(|header| header.as_bytes().split(|&b| b == b';').any(ours));
     if !touched {
         return;
     }

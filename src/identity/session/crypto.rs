@@ -33,10 +33,7 @@ impl KeyPair {
             let key = hkdf_sha256(secret, KDF_SALT, label)?;
             Some(Aes256Gcm::new(&Key::<Aes256Gcm>::from(key)))
         };
-        Some(KeyPair {
-            session: cipher(SESSION_LABEL)?,
-            login: cipher(LOGIN_LABEL)?,
-        })
+        Some(KeyPair { session: cipher(SESSION_LABEL)?, login: cipher(LOGIN_LABEL)? })
     }
 }
 
@@ -60,15 +57,7 @@ pub(super) fn seal(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> String {
     rand::fill(&mut nonce);
     let aad = with_version(aad);
     // AES-GCM refuses only inputs beyond 64 GiB; ours are under a few KiB, so this never fails.
-    let sealed = cipher
-        .encrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: plaintext,
-                aad: &aad,
-            },
-        )
-        .unwrap_or_default();
+    let sealed = cipher.encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad: &aad }).unwrap_or_default();
     let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
     out.push(VERSION);
     out.extend_from_slice(&nonce);

@@ -156,20 +156,14 @@ fn expiry() {
     assert_eq!(c.open(&value), Err(SessionError::Expired));
 
     // Shortening `lifetime` shortens sessions already issued.
-    let long = Session {
-        expires_at: 1_000_000 + 30 * 86_400,
-        ..session
-    };
+    let long = Session { expires_at: 1_000_000 + 30 * 86_400, ..session };
     let value = c.seal(&long);
     assert_eq!(c.open_at(&value, 1_000_000 + 6 * 86_400), Ok(long.clone()));
     assert_eq!(c.open_at(&value, 1_000_000 + 8 * 86_400), Err(SessionError::Expired));
     // Tampering is reported as invalid, never as expired: expiry is read only from a genuine value.
     let mut raw = URL_SAFE_NO_PAD.decode(&value).unwrap();
     raw[20] ^= 1;
-    assert_eq!(
-        c.open_at(&URL_SAFE_NO_PAD.encode(&raw), 2_000_000_000),
-        Err(SessionError::Invalid)
-    );
+    assert_eq!(c.open_at(&URL_SAFE_NO_PAD.encode(&raw), 2_000_000_000), Err(SessionError::Invalid));
 }
 
 #[test]
@@ -194,18 +188,9 @@ fn set_cookie_headers_are_exact() {
         c.session_cookie("abc-_123"),
         "__Host-whopgate=abc-_123; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=604800"
     );
-    assert_eq!(
-        c.clear_session_cookie(),
-        "__Host-whopgate=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
-    );
-    assert_eq!(
-        c.login_cookie("xyz"),
-        "__Host-whopgate-login=xyz; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600"
-    );
-    assert_eq!(
-        c.clear_login_cookie(),
-        "__Host-whopgate-login=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
-    );
+    assert_eq!(c.clear_session_cookie(), "__Host-whopgate=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0");
+    assert_eq!(c.login_cookie("xyz"), "__Host-whopgate-login=xyz; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600");
+    assert_eq!(c.clear_login_cookie(), "__Host-whopgate-login=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0");
     // Anything that is not a sealed value cannot inject attributes; it clears instead.
     for bad in ["", "a; Domain=evil.com", "a\r\nX: y", "a b", "a=b", "\"a\""] {
         assert_eq!(c.session_cookie(bad), c.clear_session_cookie(), "{bad:?}");
@@ -242,10 +227,7 @@ fn find_cookie_reads_every_cookie_header() {
     let session = sample(&c);
     let cookie = format!("theme=dark; {NAME}={}", c.seal(&session));
     assert_eq!(c.read_session(&headers(&[&cookie])), Some(Ok(session)));
-    assert_eq!(
-        c.read_session(&headers(&["__Host-whopgate=forged"])),
-        Some(Err(SessionError::Invalid))
-    );
+    assert_eq!(c.read_session(&headers(&["__Host-whopgate=forged"])), Some(Err(SessionError::Invalid)));
     assert_eq!(c.read_session(&headers(&["theme=dark"])), None);
     assert_eq!(c.find_login(&h), Some("LOGIN"));
 }
@@ -262,11 +244,7 @@ fn strip_cookie_keeps_every_other_cookie_exactly() {
     strip_cookie(&mut h, NAME);
     assert_eq!(
         cookie_headers(&h),
-        [
-            &b"a=1; b=\"quoted value\"; c=x=y"[..],
-            b"untouched=1;odd  spacing=2",
-            b"weird=\xff",
-        ]
+        [&b"a=1; b=\"quoted value\"; c=x=y"[..], b"untouched=1;odd  spacing=2", b"weird=\xff",]
     );
     assert_eq!(h.get("x-other").unwrap(), "kept");
 
@@ -299,14 +277,8 @@ fn login_state_round_trip() {
     let value = c.seal_login(&login);
     assert_eq!(c.open_login(&value, &login.state), Ok(login.clone()));
     // Sealed under a secret now in `previous_cookie_secrets`: still finishes.
-    assert_eq!(
-        codec(SECRET_B, &[SECRET_A]).open_login(&value, &login.state),
-        Ok(login.clone())
-    );
-    assert_eq!(
-        codec(SECRET_B, &[]).open_login(&value, &login.state),
-        Err(LoginStateError::Invalid)
-    );
+    assert_eq!(codec(SECRET_B, &[SECRET_A]).open_login(&value, &login.state), Ok(login.clone()));
+    assert_eq!(codec(SECRET_B, &[]).open_login(&value, &login.state), Err(LoginStateError::Invalid));
 }
 
 #[test]
@@ -329,16 +301,8 @@ fn login_state_refusals() {
     assert_eq!(ok(1_000_000 - CLOCK_SKEW.as_secs() - 1), Err(LoginStateError::Invalid));
 
     // Wrong, empty, prefix or extended state.
-    for wrong in [
-        random_token(32),
-        String::new(),
-        login.state[..42].to_owned(),
-        format!("{}x", login.state),
-    ] {
-        assert_eq!(
-            c.open_login_at(&value, &wrong, 1_000_000),
-            Err(LoginStateError::StateMismatch)
-        );
+    for wrong in [random_token(32), String::new(), login.state[..42].to_owned(), format!("{}x", login.state)] {
+        assert_eq!(c.open_login_at(&value, &wrong, 1_000_000), Err(LoginStateError::StateMismatch));
     }
 
     // Tampered anywhere.
@@ -356,10 +320,7 @@ fn login_state_refusals() {
 
     // A login cookie for another cookie name does not open here.
     let other = SessionCodec::new(&secret(SECRET_A), &[], "other", WEEK).unwrap();
-    assert_eq!(
-        other.open_login_at(&value, &login.state, 1_000_000),
-        Err(LoginStateError::Invalid)
-    );
+    assert_eq!(other.open_login_at(&value, &login.state, 1_000_000), Err(LoginStateError::Invalid));
 }
 
 #[test]
@@ -381,11 +342,8 @@ fn cookie_sizes() {
     assert!(typical.len() <= 130, "typical session value is {} bytes", typical.len());
 
     // Long name: cut at a character boundary; over-long email: dropped, never cut.
-    let long = c.new_session(
-        "user_abc123XYZ",
-        Some(&"é".repeat(1000)),
-        Some(&format!("{}@example.com", "a".repeat(300))),
-    );
+    let long =
+        c.new_session("user_abc123XYZ", Some(&"é".repeat(1000)), Some(&format!("{}@example.com", "a".repeat(300))));
     let value = c.seal(&long);
     assert!(value.len() < 800, "longest session value is {} bytes", value.len());
     let opened = c.open(&value).unwrap();
@@ -441,24 +399,12 @@ fn random_tokens() {
 fn setup_errors_name_the_setting_not_the_secret() {
     let short = secret("short-secret");
     let err = SessionCodec::new(&short, &[], NAME, WEEK).unwrap_err();
-    assert_eq!(
-        err,
-        SessionSetupError::SecretTooShort {
-            previous: None,
-            len: 12
-        }
-    );
+    assert_eq!(err, SessionSetupError::SecretTooShort { previous: None, len: 12 });
     assert!(!err.to_string().contains("short-secret"));
     assert!(err.to_string().contains("cookie_secret` is 12 bytes"), "{err}");
 
     let err = SessionCodec::new(&secret(SECRET_A), &[secret(SECRET_B), short], NAME, WEEK).unwrap_err();
-    assert_eq!(
-        err,
-        SessionSetupError::SecretTooShort {
-            previous: Some(1),
-            len: 12
-        }
-    );
+    assert_eq!(err, SessionSetupError::SecretTooShort { previous: Some(1), len: 12 });
     assert!(err.to_string().contains("entry 1 of"), "{err}");
 
     for bad in ["", "a b", "a;b", "a=b", "é"] {
@@ -520,10 +466,7 @@ fn wire_varints() {
         assert_eq!(r.end(), Some(()));
     }
     // Past u64, unterminated, lengths past the end, bad option tag, trailing bytes.
-    assert_eq!(
-        Reader::new(&[0xff; 9].iter().chain(&[0x02]).copied().collect::<Vec<_>>()).uint(),
-        None
-    );
+    assert_eq!(Reader::new(&[0xff; 9].iter().chain(&[0x02]).copied().collect::<Vec<_>>()).uint(), None);
     assert_eq!(Reader::new(&[0x80]).uint(), None);
     assert_eq!(Reader::new(&[0x05, b'a']).str(), None);
     assert_eq!(Reader::new(&[0x02, 0xc3, 0x28]).str(), None);
