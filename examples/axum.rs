@@ -52,12 +52,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     let gate = Gate::from_config(&config).await?;
-    let app = Router::new().route("/", get(home)).route("/dashboard", get(dashboard)).layer(gate.layer());
+    let app = Router::new()
+        .route("/", get(home))
+        .route("/dashboard", get(dashboard))
+        .merge(gate.endpoints()) // /.whopgate/me (and sign-in, when sessions are configured)
+        .layer(gate.layer());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     let token = mock.mint_token("user_alice")?;
     println!("listening on http://{}", listener.local_addr()?);
     println!("try: curl -H 'x-whop-user-token: {token}' http://{}/dashboard", listener.local_addr()?);
+    println!("and: curl -H 'x-whop-user-token: {token}' http://{}/.whopgate/me", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())
 }

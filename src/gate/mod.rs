@@ -223,10 +223,45 @@ impl Gate {
         self.state.identifier.keys_loaded().await;
     }
 
+    /// whopgate's own endpoints (`{prefix}/login`, `/callback`, `/logout`, `/me`) as an axum
+    /// router, for apps that merge them instead of (or besides) putting every route behind
+    /// [`Gate::layer`]: `Router::new().route(…).merge(gate.endpoints()).layer(gate.layer())`.
+    #[cfg(feature = "axum")]
+    pub fn endpoints(&self) -> axum::Router {
+        use tower_layer::Layer;
+        let path = format!("{}/{{*rest}}", self.state.prefix);
+        // The gate answers its endpoints itself; the inner service only sees what it does not
+        // know, which under the prefix is nothing.
+        let service = self.layer().layer(NotFound);
+        axum::Router::new().route_service(&path, service)
+    }
+
     /// Forgets every cached decision about `user_id`: call it when their access changed.
     pub fn invalidate_user(&self, user_id: &str) {
         self.state.access.invalidate_user(user_id);
         self.state.identifier.invalidate_user(user_id);
+    }
+}
+
+/// Answers 404 to everything; the inner service of [`Gate::endpoints`].
+#[cfg(feature = "axum")]
+#[derive(Debug, Clone, Copy)]
+struct NotFound;
+
+#[cfg(feature = "axum")]
+impl<B> tower_service::Service<http::Request<B>> for NotFound {
+    type Response = http::Response<http_body_util::Empty<bytes::Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: http::Request<B>) -> Self::Future {
+        let mut response = http::Response::new(http_body_util::Empty::new());
+        *response.status_mut() = http::StatusCode::NOT_FOUND;
+        std::future::ready(Ok(response))
     }
 }
 
@@ -385,6 +420,27 @@ mod tests {
         assert_eq!(body(me).await, "user_carol");
         let anonymous = app.oneshot(axum_request("/public", None)).await.unwrap();
         assert_eq!(body(anonymous).await, "None");
+    }
+
+    #[cfg(feature = "axum")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn endpoints_merge_into_an_axum_router() {
+        use axum::routing::get;
+        let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
+        let gate = gate_for(&mock).await;
+        // Only the endpoints, no layer: /me still identifies the caller.
+        let app = axum::Router::new().route("/", get(|| async { "home" })).merge(gate.endpoints());
+        let token = mock.mint_token("user_alice").unwrap();
+        let me = app.clone().oneshot(axum_request("/.whopgate/me", Some(&token))).await.unwrap();
+        assert_eq!(me.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(me.into_body(), 1024).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["user_id"], "user_alice");
+        assert_eq!(json["source"], "user_token");
+        let anonymous = app.clone().oneshot(axum_request("/.whopgate/me", None)).await.unwrap();
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+        let home = app.oneshot(axum_request("/", None)).await.unwrap();
+        assert_eq!(home.status(), StatusCode::OK);
     }
 
     #[cfg(feature = "axum")]
