@@ -61,6 +61,19 @@ pub fn report(config: &Config) -> String {
 
 /// Warnings `check` prints after the table (shadowed rules).
 pub fn warnings(config: &Config, table: &RouteTable) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.whop.rate_limit_per_minute > 600 {
+        out.push(format!(
+            "{}: warning: whop.rate_limit_per_minute = {} is above the 600 per minute Whop documents; \
+             Whop will answer 429s (and whopgate pause) unless your account allows more",
+            config.file, config.whop.rate_limit_per_minute
+        ));
+    }
+    out.extend(shadow_warnings(config, table));
+    out
+}
+
+fn shadow_warnings(config: &Config, table: &RouteTable) -> Vec<String> {
     table
         .shadowed()
         .into_iter()

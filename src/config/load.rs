@@ -261,8 +261,8 @@ fn read_whop(r: &mut Reader<'_>, root: &Table<'_, '_>) -> Whop {
                 &t,
                 "rate_limit_per_minute",
                 1,
-                600,
-                "Whop allows 600 requests per minute per operation; stay below it",
+                60_000,
+                "Whop allows 600 requests per minute per operation; stay below it unless Whop granted you more",
             )
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(d.rate_limit_per_minute),
@@ -1260,8 +1260,8 @@ checkout_url = "https://whop.com/checkout/plan_x"
             (whop("api_base = \"api.whop.com\""), "\"api.", "not an absolute http(s) URL"),
             (whop("api_version_date = \"15-09-2026\""), "\"15-", "is not a date"),
             (whop("timeout = \"0ms\""), "\"0ms\"", "longer than zero"),
-            (whop("rate_limit_per_minute = 0"), "0", "between 1 and 600; found 0"),
-            (whop("rate_limit_per_minute = 601"), "601", "Whop allows 600"),
+            (whop("rate_limit_per_minute = 0"), "0", "between 1 and 60000; found 0"),
+            (whop("rate_limit_per_minute = 60001"), "60001", "Whop allows 600"),
             (whop("rate_limit_per_minute = \"500\""), "\"500\"", "must be a whole number, found a string"),
             (whop("access_api = \"graphql\""), "\"graphql\"", "is not one of \"check_access\", \"members\""),
             (whop("acess_api = \"members\""), "acess_api", "did you mean `access_api`?"),

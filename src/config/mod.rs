@@ -140,7 +140,8 @@ pub struct WhopConfig {
     pub api_version_date: String,
     /// `timeout`: one Whop API call, retries included. Default 3 s.
     pub timeout: Duration,
-    /// `rate_limit_per_minute`: client-side budget per operation, 1..=600. Default 500.
+    /// `rate_limit_per_minute`: client-side budget per operation, 1..=60000 (`check` warns above
+    /// Whop's documented 600). Default 500.
     pub rate_limit_per_minute: u32,
     /// `access_api`: which API decides access. Default `check_access`.
     pub access_api: AccessApi,
