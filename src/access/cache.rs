@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use moka::Equivalent;
-use moka::ops::compute::Op;
 use prometheus::IntGauge;
+use quick_cache::Equivalent;
 use tokio::sync::watch;
 
 use crate::metrics::{CacheCounters, Metrics};
@@ -44,22 +43,24 @@ pub struct Decision {
     pub stale: bool,
 }
 
+/// (user, resource): the user id shared with the identity that asked, the resource as its
+/// index among the routes' resources. Small, so a million of them stay small.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct DecisionKey {
     user: Arc<str>,
-    resource: Arc<str>,
+    resource: u16,
 }
 
 impl Hash for DecisionKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        KeyRef { user: &self.user, resource: &self.resource }.hash(state);
+        KeyRef { user: &self.user, resource: self.resource }.hash(state);
     }
 }
 
 /// A borrowed key, so a lookup costs no allocation and touches no shared reference count.
 struct KeyRef<'a> {
     user: &'a str,
-    resource: &'a str,
+    resource: u16,
 }
 
 impl Hash for KeyRef<'_> {
@@ -71,46 +72,28 @@ impl Hash for KeyRef<'_> {
 
 impl Equivalent<DecisionKey> for KeyRef<'_> {
     fn equivalent(&self, key: &DecisionKey) -> bool {
-        *key.user == *self.user && *key.resource == *self.resource
+        key.resource == self.resource && *key.user == *self.user
     }
 }
 
-/// One cached answer and its timeline.
+/// One cached answer. Its timeline follows from `fetched_at` and the settings; only the
+/// refresh start moves (after a failed refresh).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     access: Access,
-    /// Served as fresh until then.
-    fresh_until: Instant,
+    fetched_at: Instant,
     /// From then on, a request that uses it starts a background refresh.
     refresh_from: Instant,
-    /// Kept (for stale-if-error) until then.
-    stale_until: Instant,
-}
-
-/// moka evicts an entry once it can no longer be served even stale.
-struct UntilStale;
-
-impl moka::Expiry<DecisionKey, Entry> for UntilStale {
-    fn expire_after_create(&self, _key: &DecisionKey, value: &Entry, created_at: Instant) -> Option<Duration> {
-        Some(value.stale_until.saturating_duration_since(created_at))
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &DecisionKey,
-        value: &Entry,
-        updated_at: Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.stale_until.saturating_duration_since(updated_at))
-    }
 }
 
 type Pending = watch::Receiver<Option<Result<Access, WhopError>>>;
 
 /// Whop access decisions, cached. See the [module docs](crate::access).
 pub struct AccessCache {
-    entries: moka::sync::Cache<DecisionKey, Entry>,
+    /// Bounded by `max_entries` (CLOCK-PRO eviction); expired entries are not served and are
+    /// evicted like any other cold entry. Reads take a per-thread slot of a sharded lock, so
+    /// cores reading the same entry do not contend.
+    entries: quick_cache::sync::Cache<DecisionKey, Entry>,
     inflight: Mutex<HashMap<DecisionKey, Pending>>,
     /// Bumped by every invalidation: a fetch that overlapped one does not cache its answer.
     epoch: AtomicU64,
@@ -125,7 +108,7 @@ pub struct AccessCache {
 impl std::fmt::Debug for AccessCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessCache")
-            .field("entries", &self.entries.entry_count())
+            .field("entries", &self.entries.len())
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
@@ -141,7 +124,7 @@ impl AccessCache {
         metrics: &Metrics,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
-        let entries = moka::sync::Cache::builder().max_capacity(settings.max_entries).expire_after(UntilStale).build();
+        let entries = quick_cache::sync::Cache::new(usize::try_from(settings.max_entries).unwrap_or(usize::MAX));
         Arc::new(Self {
             entries,
             inflight: Mutex::new(HashMap::new()),
@@ -158,14 +141,15 @@ impl AccessCache {
     /// The fresh cached answer, if there is one: no I/O, no allocation. Starts a background
     /// refresh when the entry nears its end.
     pub fn lookup_now(self: &Arc<Self>, user: &Arc<str>, resource: &Arc<str>) -> Option<Access> {
-        let entry = self.entries.get(&KeyRef { user, resource })?;
+        let index = self.resource_index(resource)?;
+        let entry = self.entries.get(&KeyRef { user, resource: index })?;
         let now = Instant::now();
-        if now >= entry.fresh_until {
+        if now >= entry.fetched_at + self.ttl(entry.access) {
             return None;
         }
         self.counters.hit.inc();
         if now >= entry.refresh_from {
-            self.refresh(user, resource);
+            self.refresh(user, index);
         }
         Some(entry.access)
     }
@@ -176,8 +160,13 @@ impl AccessCache {
         if let Some(access) = self.lookup_now(user, resource) {
             return Ok(Decision { access, stale: false });
         }
+        let Some(index) = self.resource_index(resource) else {
+            // Not one of the routes' resources: asked, never cached.
+            let access = self.client.check_access(user, resource).await?;
+            return Ok(Decision { access, stale: false });
+        };
         let pending = {
-            let key = DecisionKey { user: user.clone(), resource: resource.clone() };
+            let key = DecisionKey { user: user.clone(), resource: index };
             let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
             match inflight.get(&key) {
                 Some(pending) => {
@@ -194,8 +183,8 @@ impl AccessCache {
             Ok(access) => Ok(Decision { access, stale: false }),
             Err(error) => {
                 // Read again: an invalidation while we waited must not be undone by stale data.
-                match self.entries.get(&KeyRef { user, resource }) {
-                    Some(old) if Instant::now() < old.stale_until && error.is_unavailable() => {
+                match self.entries.get(&KeyRef { user, resource: index }) {
+                    Some(old) if Instant::now() < self.stale_until(&old) && error.is_unavailable() => {
                         self.counters.stale.inc();
                         Ok(Decision { access: old.access, stale: true })
                     }
@@ -205,38 +194,60 @@ impl AccessCache {
         }
     }
 
+    /// Stores a decision learned elsewhere (a membership mirror, a warm start), exactly as if
+    /// Whop had just answered it. Ignored for a resource no route names.
+    pub fn insert(&self, user: &str, resource: &str, access: Access) {
+        if let Some(index) = self.resources.iter().position(|r| **r == *resource) {
+            let key = DecisionKey { user: Arc::from(user), resource: index_u16(index) };
+            self.entries.insert(key, self.entry_for(access, Instant::now()));
+        }
+    }
+
     /// Forgets every decision about `user` (their access changed), on every resource the routes
     /// name. Costs one removal per resource, never a scan. Fetches already in flight still answer
     /// their waiters but do not cache.
     pub fn invalidate_user(&self, user: &str) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        for resource in &self.resources {
-            self.entries.invalidate(&KeyRef { user, resource });
+        for index in 0..self.resources.len() {
+            self.entries.remove(&KeyRef { user, resource: index_u16(index) });
         }
     }
 
-    /// Entries held (approximate, as moka counts).
+    /// Entries held (some may be past serving; they go as the cache evicts cold entries).
     pub fn entry_count(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        u64::try_from(self.entries.len()).unwrap_or(u64::MAX)
+    }
+
+    /// The index of one of the routes' resources. The rules hand us their own `Arc`s, so a
+    /// pointer comparison nearly always settles it.
+    fn resource_index(&self, resource: &Arc<str>) -> Option<u16> {
+        let index = self
+            .resources
+            .iter()
+            .position(|r| Arc::ptr_eq(r, resource))
+            .or_else(|| self.resources.iter().position(|r| **r == **resource))?;
+        Some(index_u16(index))
+    }
+
+    fn ttl(&self, access: Access) -> Duration {
+        if access == Access::NoAccess { self.settings.negative_ttl } else { self.settings.ttl }
+    }
+
+    fn stale_until(&self, entry: &Entry) -> Instant {
+        entry.fetched_at + self.ttl(entry.access) + self.settings.stale_if_error
     }
 
     fn entry_for(&self, access: Access, now: Instant) -> Entry {
-        let ttl = if access == Access::NoAccess { self.settings.negative_ttl } else { self.settings.ttl };
+        let ttl = self.ttl(access);
         // Refresh early enough that a call taking the whole Whop timeout still lands before
         // expiry, but never in the first half of an entry's life.
         let lead = (ttl / 4).max(self.settings.whop_timeout).min(ttl / 2);
-        Entry {
-            access,
-            fresh_until: now + ttl,
-            refresh_from: now + ttl - lead,
-            stale_until: now + ttl + self.settings.stale_if_error,
-        }
+        Entry { access, fetched_at: now, refresh_from: now + ttl - lead }
     }
 
     /// Starts a background refresh unless one is already running for this key.
-    fn refresh(self: &Arc<Self>, user: &Arc<str>, resource: &Arc<str>) {
-        let key = DecisionKey { user: user.clone(), resource: resource.clone() };
+    fn refresh(self: &Arc<Self>, user: &Arc<str>, resource: u16) {
+        let key = DecisionKey { user: user.clone(), resource };
         let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         if !inflight.contains_key(&key) {
             self.start_fetch(&mut inflight, key);
@@ -250,36 +261,45 @@ impl AccessCache {
         inflight.insert(key.clone(), rx.clone());
         let cache = self.clone();
         let epoch = self.epoch.load(Ordering::SeqCst);
+        let resource = self.resources[usize::from(key.resource)].clone();
         self.runtime.spawn(async move {
-            let result = cache.client.check_access(&key.user, &key.resource).await;
+            let result = cache.client.check_access(&key.user, &resource).await;
             match &result {
-                Ok(access) => {
-                    cache.entries.insert(key.clone(), cache.entry_for(*access, Instant::now()));
-                    // Checked after inserting: an invalidation either removed our entry already
-                    // or bumped the epoch before we look here.
-                    if cache.epoch.load(Ordering::SeqCst) != epoch {
-                        cache.entries.invalidate(&key);
-                    }
-                }
-                Err(_) => cache.postpone_refresh(&key),
+                Ok(access) => cache.store(&key, cache.entry_for(*access, Instant::now()), epoch),
+                Err(_) => cache.postpone_refresh(&key, epoch),
             }
             cache.inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
             let _ = tx.send(Some(result));
-            cache.entries_gauge.set(i64::try_from(cache.entries.entry_count()).unwrap_or(i64::MAX));
+            cache.entries_gauge.set(i64::try_from(cache.entries.len()).unwrap_or(i64::MAX));
         });
         rx
     }
 
-    /// After a failed refresh, the entry (still fresh) waits a little before the next try.
-    fn postpone_refresh(&self, key: &DecisionKey) {
-        let retry_at = Instant::now() + REFRESH_RETRY;
-        self.entries.entry(key.clone()).and_compute_with(|current| match current {
-            Some(entry) if entry.value().refresh_from < retry_at && retry_at < entry.value().fresh_until => {
-                Op::Put(Entry { refresh_from: retry_at, ..*entry.value() })
-            }
-            _ => Op::Nop,
-        });
+    /// Stores what a fetch that began at invalidation epoch `epoch` learned, unless an
+    /// invalidation happened since.
+    fn store(&self, key: &DecisionKey, entry: Entry, epoch: u64) {
+        self.entries.insert(key.clone(), entry);
+        // Checked after inserting: an invalidation either removed our entry already or bumped
+        // the epoch before we look here.
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            self.entries.remove(&KeyRef { user: &key.user, resource: key.resource });
+        }
     }
+
+    /// After a failed refresh, the entry (still fresh) waits a little before the next try.
+    fn postpone_refresh(&self, key: &DecisionKey, epoch: u64) {
+        let retry_at = Instant::now() + REFRESH_RETRY;
+        let Some(entry) = self.entries.get(&KeyRef { user: &key.user, resource: key.resource }) else { return };
+        if entry.refresh_from < retry_at && retry_at < entry.fetched_at + self.ttl(entry.access) {
+            self.store(key, Entry { refresh_from: retry_at, ..entry }, epoch);
+        }
+    }
+}
+
+/// Route resources are few (a config's worth); more than `u16::MAX` would be a broken config,
+/// and saturating keeps lookups well defined.
+fn index_u16(index: usize) -> u16 {
+    u16::try_from(index).unwrap_or(u16::MAX)
 }
 
 async fn wait(mut pending: Pending) -> Result<Access, WhopError> {
