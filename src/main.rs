@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// Per-thread heaps: the request path allocates a little, on every worker at once.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use whopgate::Config;
 
 /// whopgate: lets in only the people who paid for your app on Whop.

@@ -13,16 +13,19 @@ const IDENTITY_HEADERS: [&str; 3] = ["x-whop-user-id", "x-whop-access-level", "x
 const GATE_HEADER_PREFIX: &str = "x-whopgate-";
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 plus the de-facto ones) that never cross a proxy.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+    )
+}
 
 /// `x-forwarded-for`
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -61,28 +64,31 @@ pub fn strip_identity_headers(headers: &mut HeaderMap) {
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 ///
 /// With `keep_upgrade`, the `Upgrade` header survives and `Connection: upgrade` is set again, as an
-/// upgrade handshake needs both.
+/// upgrade handshake needs both. One pass over the names present: most messages carry none of
+/// these, and removing absent names one by one costs a hash lookup each.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: SmallVec<[HeaderName; 4]> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
+    let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
+    for name in headers.keys() {
+        if is_hop_by_hop(name) || (!keep_upgrade && name == header::UPGRADE) {
+            doomed.push(name.clone());
         }
-        headers.remove(&name);
     }
-    for name in &HOP_BY_HOP {
+    if doomed.contains(&header::CONNECTION) {
+        let named = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(|name| !(keep_upgrade && name == header::UPGRADE));
+        let named: SmallVec<[HeaderName; 4]> = named.collect();
+        doomed.extend(named);
+    }
+    for name in &doomed {
         headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -98,7 +104,7 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Who sent the request and whether their forwarding headers are believed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     /// The TCP peer's address.
     pub ip: IpAddr,
@@ -106,20 +112,22 @@ pub struct Peer {
     pub trusted: bool,
     /// The client connection is TLS.
     pub tls: bool,
+    /// `ip` as a header value, made once per connection rather than once per request.
+    ip_header: HeaderValue,
 }
 
 impl Peer {
     /// Classifies `ip` against the trusted proxy list.
     pub fn new(ip: IpAddr, tls: bool, trusted_proxies: &[IpNet]) -> Self {
         let ip = ip.to_canonical();
-        Self { ip, trusted: trusted_proxies.iter().any(|net| net.contains(&ip)), tls }
+        Self { ip, trusted: trusted_proxies.iter().any(|net| net.contains(&ip)), tls, ip_header: ip_header_value(ip) }
     }
 }
 
 /// Sets `X-Forwarded-For/Proto/Host`: appended to / kept from a trusted peer, replaced otherwise.
 /// Untrusted `Forwarded` and `X-Real-IP` are dropped so the upstream cannot be fooled by them.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) {
-    let peer_ip = ip_header_value(peer.ip);
+    let peer_ip = peer.ip_header.clone();
     if peer.trusted {
         let mut joined: Vec<u8> = Vec::new();
         for existing in headers.get_all(&X_FORWARDED_FOR) {
@@ -135,8 +143,12 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderV
         headers.insert(X_FORWARDED_FOR.clone(), value);
     } else {
         headers.insert(X_FORWARDED_FOR.clone(), peer_ip);
-        headers.remove(header::FORWARDED);
-        headers.remove(&X_REAL_IP);
+        // Only remove what is there: absent names still cost a hash lookup each.
+        let spoofable = headers.keys().any(|n| n == header::FORWARDED || n == X_REAL_IP);
+        if spoofable {
+            headers.remove(header::FORWARDED);
+            headers.remove(&X_REAL_IP);
+        }
     }
     if !peer.trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         let proto = if peer.tls { "https" } else { "http" };
