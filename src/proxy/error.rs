@@ -16,9 +16,18 @@ pub enum ProxyError {
     /// The upstream refused or dropped the TCP connection.
     Connect(std::io::Error),
     /// The upstream connection broke mid-exchange or spoke invalid HTTP.
-    Upstream(hyper::Error),
+    Upstream(super::conn::UpstreamError),
     /// The upstream answered `101` to a request that did not ask to upgrade.
     UnexpectedUpgrade,
+}
+
+impl From<super::conn::UpstreamError> for ProxyError {
+    fn from(error: super::conn::UpstreamError) -> Self {
+        match error {
+            super::conn::UpstreamError::Timeout => ProxyError::Timeout(std::time::Duration::ZERO),
+            other => ProxyError::Upstream(other),
+        }
+    }
 }
 
 impl ProxyError {

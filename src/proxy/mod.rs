@@ -9,6 +9,8 @@
 //! identity headers and set the real ones.
 
 mod body;
+mod codec;
+mod conn;
 mod error;
 pub mod headers;
 mod pool;
@@ -23,15 +25,17 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 pub use body::ProxyBody;
+pub use conn::UpstreamError;
 pub use error::ProxyError;
 pub use headers::Peer;
 pub use pool::{UpstreamAddr, UpstreamPool};
 
 use crate::metrics::Metrics;
-use pool::UpstreamSender;
+use conn::Exchange;
 
 /// What every worker's proxy shares: the upstream, its timeout and the metrics.
 #[derive(Debug)]
@@ -87,31 +91,28 @@ impl ProxyService {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         prepare_request(&mut req, &self.peer, upgrade);
 
-        let sent = tokio::time::timeout(self.proxy.timeout, self.send(req)).await;
-        let (mut response, sender) = match sent {
-            Ok(Ok(sent)) => sent,
-            Ok(Err(e)) => return self.fail(e),
-            Err(_) => return self.fail(ProxyError::Timeout(self.proxy.timeout)),
+        let (parts, body) = req.into_parts();
+        let body = (!body.is_end_stream()).then_some(body);
+        let exchange = match self.send(&parts, body).await {
+            Ok(exchange) => exchange,
+            Err(e) => return self.fail(e),
         };
+        let Exchange { response, framing, keep_alive, conn } = exchange;
         self.proxy.metrics.upstream_status(response.status().as_u16());
+        let (mut parts, ()) = response.into_parts();
+        // Our answer to the client is HTTP/1.1 (or h2) whatever the upstream spoke.
+        parts.version = Version::HTTP_11;
 
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let (Some(client), true) = (client_upgrade, upgrade) else {
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client) = client_upgrade else {
                 // An upstream that switches protocols unasked cannot be followed.
                 return self.fail(ProxyError::UnexpectedUpgrade);
             };
-            let upstream = hyper::upgrade::on(&mut response);
-            upgrade::tunnel(client, upstream);
-            let (mut parts, _) = response.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers, true);
+            let (socket, early) = conn.into_upgraded();
+            upgrade::tunnel(client, socket, early);
             return Response::from_parts(parts, ProxyBody::empty());
         }
-
-        let (mut parts, body) = response.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, false);
-        // Our answer to the client is HTTP/1.1 (or h2) whatever the upstream spoke.
-        parts.version = Version::HTTP_11;
-        Response::from_parts(parts, ProxyBody::upstream(body, Some((sender, self.pool.clone()))))
+        Response::from_parts(parts, ProxyBody::upstream(conn, framing, keep_alive, self.pool.clone()))
     }
 
     fn fail(&self, error: ProxyError) -> Response<ProxyBody> {
@@ -120,25 +121,32 @@ impl ProxyService {
         error.into_response()
     }
 
-    /// Sends on a pooled connection when one is open, else on a new one. A request that a stale
-    /// pooled connection gives back unsent is sent again on a new connection.
-    async fn send(&self, mut req: Request<Incoming>) -> Result<(Response<Incoming>, UpstreamSender), ProxyError> {
-        while let Some(mut sender) = self.pool.take() {
-            if sender.ready().await.is_err() {
-                continue;
+    /// Sends on a pooled connection when one is open, else on a new one. A request that a
+    /// reused connection failed before the upstream could act on it goes again on a new one.
+    async fn send(&self, parts: &http::request::Parts, body: Option<Incoming>) -> Result<Exchange, ProxyError> {
+        let timeout = self.proxy.timeout;
+        let conn = match self.pool.take() {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
+        match conn.send(parts, body, timeout).await {
+            Ok(exchange) => Ok(exchange),
+            // Only a body-less request is ever retryable, so nothing is lost by sending it again.
+            Err((error, true)) => {
+                tracing::debug!(error = %error, "a reused upstream connection had closed; sending again");
+                let conn = self.connect().await?;
+                conn.send(parts, None, timeout).await.map_err(|(e, _)| ProxyError::from(e))
             }
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok((response, sender)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(ProxyError::Upstream(e.into_error())),
-                },
-            }
+            Err((error, false)) => Err(ProxyError::from(error)),
         }
-        let mut sender = self.pool.connect().await.map_err(ProxyError::Connect)?;
-        sender.ready().await.map_err(ProxyError::Upstream)?;
-        let response = sender.send_request(req).await.map_err(ProxyError::Upstream)?;
-        Ok((response, sender))
+    }
+
+    async fn connect(&self) -> Result<conn::UpstreamConn, ProxyError> {
+        match tokio::time::timeout(self.proxy.timeout, self.pool.connect()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(ProxyError::Connect(e)),
+            Err(_) => Err(ProxyError::Timeout(self.proxy.timeout)),
+        }
     }
 }
 
