@@ -90,7 +90,13 @@ enum Pending {
 impl GateState {
     /// Judges a request, rewriting it for forwarding: normalised path, forged identity headers
     /// removed, credentials that must not travel stripped from the query.
-    pub(crate) fn judge<B>(self: &Arc<Self>, req: &mut Request<B>, request_id: &HeaderValue, log: bool) -> Judgement {
+    pub(crate) fn judge<B>(
+        self: &Arc<Self>,
+        req: &mut Request<B>,
+        request_id: &HeaderValue,
+        log: bool,
+        user_extension: bool,
+    ) -> Judgement {
         strip_identity_headers(req.headers_mut());
 
         match path::normalize(req.uri().path()) {
@@ -99,12 +105,12 @@ impl GateState {
                 if !set_path(req, &normalized, None) {
                     // Never forward a spelling other than the one we matched.
                     let denial = Denial::BadPath(path::PathRejection::BadPercentEncoding);
-                    return self.conclude(req, None, Verdict::Deny { denial, identity: None }, request_id, log);
+                    return self.conclude(req, None, Verdict::Deny { denial, identity: None }, request_id, log, user_extension);
                 }
             }
             Err(rejection) => {
                 let verdict = Verdict::Deny { denial: Denial::BadPath(rejection), identity: None };
-                return self.conclude(req, None, verdict, request_id, log);
+                return self.conclude(req, None, verdict, request_id, log, user_extension);
             }
         }
 
@@ -113,7 +119,7 @@ impl GateState {
         }
 
         let Some(rule) = self.routes.find(req.method(), request_host(req), req.uri().path()) else {
-            return self.conclude(req, None, Verdict::Deny { denial: Denial::NoRule, identity: None }, request_id, log);
+            return self.conclude(req, None, Verdict::Deny { denial: Denial::NoRule, identity: None }, request_id, log, user_extension);
         };
         let rule_index = rule.index;
 
@@ -142,7 +148,7 @@ impl GateState {
             },
             Identified::Later(credential) => return self.later(rule_index, Pending::Credential(credential)),
         };
-        self.conclude(req, Some(rule_index), verdict, request_id, log)
+        self.conclude(req, Some(rule_index), verdict, request_id, log, user_extension)
     }
 
     fn later(self: &Arc<Self>, rule: usize, pending: Pending) -> Judgement {
@@ -280,6 +286,7 @@ impl GateState {
         verdict: Verdict,
         request_id: &HeaderValue,
         log: bool,
+        user_extension: bool,
     ) -> Judgement {
         let rule_state = rule.map(|i| &self.rules[i]);
         let counters = rule_state.map_or(&self.no_route_counters, |r| &r.counters);
@@ -292,7 +299,7 @@ impl GateState {
                     codec.strip(req.headers_mut());
                 }
                 if let Some(identity) = identity {
-                    set_identity_headers(req, &identity, grant, rule_state);
+                    set_identity_headers(req, &identity, grant, rule_state, user_extension);
                 }
                 Judgement::Forward { decision, log }
             }
@@ -356,6 +363,7 @@ fn set_identity_headers<B>(
     identity: &Arc<Identity>,
     grant: Option<(Access, usize)>,
     rule: Option<&RuleState>,
+    user_extension: bool,
 ) {
     let headers = req.headers_mut();
     headers.insert(X_WHOP_USER_ID.clone(), identity.user_header.clone());
@@ -365,9 +373,13 @@ fn set_identity_headers<B>(
         headers.insert(X_WHOP_ACCESS_LEVEL.clone(), HeaderValue::from_static(access.as_str()));
         if let Some((id, value)) = rule.resources.get(i) {
             headers.insert(X_WHOP_RESOURCE_ID.clone(), value.clone());
-            resource = Some(id.clone());
+            resource = Some(id);
         }
     }
+    if !user_extension {
+        return;
+    }
+    let resource = resource.cloned();
     req.extensions_mut().insert(WhopUser {
         id: identity.user_id.clone(),
         source: identity.source,

@@ -27,11 +27,20 @@ use crate::metrics::Decision;
 #[derive(Debug, Clone)]
 pub struct GateLayer {
     state: Arc<GateState>,
+    user_extension: bool,
 }
 
 impl GateLayer {
     pub(super) fn new(state: Arc<GateState>) -> Self {
-        Self { state }
+        Self { state, user_extension: true }
+    }
+
+    /// Do not put [`super::WhopUser`] in the extensions of allowed requests: for an inner
+    /// service that only reads the identity headers (the sidecar's proxy), which saves an
+    /// allocation per request.
+    pub fn without_user_extension(mut self) -> Self {
+        self.user_extension = false;
+        self
     }
 }
 
@@ -39,7 +48,7 @@ impl<S> Layer<S> for GateLayer {
     type Service = GateService<S>;
 
     fn layer(&self, inner: S) -> GateService<S> {
-        GateService { inner, state: self.state.clone() }
+        GateService { inner, state: self.state.clone(), user_extension: self.user_extension }
     }
 }
 
@@ -49,6 +58,7 @@ impl<S> Layer<S> for GateLayer {
 pub struct GateService<S> {
     inner: S,
     state: Arc<GateState>,
+    user_extension: bool,
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for GateService<S>
@@ -65,9 +75,11 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let start = Instant::now();
+        // One growth for everything the gate and the proxy add, rather than one per insert.
+        req.headers_mut().reserve(8);
         let request_id = request_id::ensure(req.headers_mut());
         let log = record::access_log_enabled();
-        let judgement = self.state.judge(&mut req, &request_id, log);
+        let judgement = self.state.judge(&mut req, &request_id, log, self.user_extension);
         let state = match judgement {
             Judgement::Later(later) => {
                 // The service that was made ready goes with the request; a clone stays here.
@@ -80,6 +92,7 @@ where
                     req: Some(req),
                     gate: self.state.clone(),
                     log,
+                    user_extension: self.user_extension,
                 }
             }
             concluded => self.start(concluded, req),
@@ -148,6 +161,7 @@ pin_project! {
             req: Option<Request<ReqB>>,
             gate: Arc<GateState>,
             log: bool,
+            user_extension: bool,
         },
         Inner { #[pin] fut: S::Future, decision: Decision, log: Option<Box<LogLine>> },
         Answering {
@@ -168,13 +182,13 @@ where
         loop {
             let mut this = self.as_mut().project();
             let next = match this.state.as_mut().project() {
-                FutureStateProj::Judging { verdict, rule, inner, req, gate, log } => {
+                FutureStateProj::Judging { verdict, rule, inner, req, gate, log, user_extension } => {
                     let verdict = ready!(verdict.as_mut().poll(cx));
                     let (Some(mut req), Some(mut inner)) = (req.take(), inner.take()) else {
                         // Polled after completion: stay pending rather than panic.
                         return Poll::Pending;
                     };
-                    let judgement = gate.conclude(&mut req, Some(*rule), verdict, this.request_id, *log);
+                    let judgement = gate.conclude(&mut req, Some(*rule), verdict, this.request_id, *log, *user_extension);
                     start(&mut inner, judgement, req)
                 }
                 FutureStateProj::Inner { fut, decision, log } => {

@@ -103,9 +103,10 @@ pub struct Head {
 /// Parses a response head from the front of `buf`, consuming it. `Ok(None)`: more bytes needed.
 /// `request_method` decides whether a body follows (HEAD has none).
 pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<Head>, CodecError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let len = match parsed.parse(buf) {
+    // Uninitialised slots: zeroing 128 of them per response cost more than parsing the head.
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err(CodecError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -117,23 +118,23 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     // Header positions, so the values can become slices of the head once it is split off.
     let base = buf.as_ptr() as usize;
-    let mut spans: [(usize, usize, usize, usize); MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
     let count = parsed.headers.len();
-    for (slot, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        *slot = (name, h.name.len(), value, h.value.len());
-    }
+    let spans: smallvec::SmallVec<[(usize, usize, usize, usize); 24]> = parsed
+        .headers
+        .iter()
+        .map(|h| (h.name.as_ptr() as usize - base, h.name.len(), h.value.as_ptr() as usize - base, h.value.len()))
+        .collect();
     let head = buf.split_to(len).freeze();
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
 
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for what the gate adds (x-request-id) without growing the map again.
+    let mut headers = HeaderMap::with_capacity(count + 2);
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut keep_alive = version == Version::HTTP_11;
     let mut connection_named: smallvec::SmallVec<[HeaderName; 2]> = smallvec::SmallVec::new();
-    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
+    for &(name_at, name_len, value_at, value_len) in &spans {
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
             .map_err(|_| CodecError::Malformed("invalid header name"))?;
         let value_bytes = &head[value_at..value_at + value_len];

@@ -129,10 +129,6 @@ impl UpstreamConn {
         };
         codec::encode_request_head(&mut self.write, method, target, &parts.headers, framing);
 
-        let sent = match body {
-            None => self.write_all_timed(timeout).await,
-            Some(mut body) => self.send_body(&mut body, framing, timeout).await,
-        };
         // A keep-alive connection the upstream closed just as we reused it fails before any
         // response byte; an idempotent request without a body is then safely sent again.
         let retryable = |error: &UpstreamError, read_nothing: bool| {
@@ -142,14 +138,31 @@ impl UpstreamConn {
                 && method.is_idempotent()
                 && matches!(error, UpstreamError::Closed | UpstreamError::Io(_))
         };
-        if let Err(error) = sent {
-            let again = retryable(&error, true);
-            return Err((error, again));
-        }
-        match self.read_head(method, timeout).await {
+        let result = match body {
+            // The common case, one timer for the whole exchange: the head goes out in one write
+            // and the response head comes back.
+            None => {
+                let exchange = async {
+                    self.io.write_all(&self.write).await.map_err(|e| (UpstreamError::Io(e), true))?;
+                    self.read_head(method).await.map_err(|e| (e, false))
+                };
+                match tokio::time::timeout(timeout, exchange).await {
+                    Ok(result) => result,
+                    Err(_) => Err((UpstreamError::Timeout, false)),
+                }
+            }
+            Some(mut body) => match self.send_body(&mut body, framing, timeout).await {
+                Err(e) => Err((e, true)),
+                Ok(()) => match tokio::time::timeout(timeout, self.read_head(method)).await {
+                    Ok(result) => result.map_err(|e| (e, false)),
+                    Err(_) => Err((UpstreamError::Timeout, false)),
+                },
+            },
+        };
+        match result {
             Ok(Head { response, framing, keep_alive }) => Ok(Exchange { response, framing, keep_alive, conn: self }),
-            Err(error) => {
-                let again = retryable(&error, self.read.is_empty());
+            Err((error, before_response)) => {
+                let again = retryable(&error, before_response || self.read.is_empty());
                 Err((error, again))
             }
         }
@@ -218,13 +231,13 @@ impl UpstreamConn {
     }
 
     /// Reads until a final (non-1xx, or 101) response head is complete.
-    async fn read_head(&mut self, method: &Method, timeout: Duration) -> Result<Head, UpstreamError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+    async fn read_head(&mut self, method: &Method) -> Result<Head, UpstreamError> {
         loop {
             if !self.read.is_empty() {
                 match codec::parse_response_head(&mut self.read, method) {
-                    Ok(Some(head)) if head.response.status().is_informational()
-                        && head.response.status() != http::StatusCode::SWITCHING_PROTOCOLS =>
+                    Ok(Some(head))
+                        if head.response.status().is_informational()
+                            && head.response.status() != http::StatusCode::SWITCHING_PROTOCOLS =>
                     {
                         // 100 Continue, 103 Early Hints: the final answer follows.
                         continue;
@@ -235,12 +248,10 @@ impl UpstreamConn {
                 }
             }
             self.read.reserve(READ_CHUNK);
-            let read = tokio::time::timeout_at(deadline, tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.read));
-            match read.await {
-                Ok(Ok(0)) => return Err(UpstreamError::Closed),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(UpstreamError::Io(e)),
-                Err(_) => return Err(UpstreamError::Timeout),
+            match tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.read).await {
+                Ok(0) => return Err(UpstreamError::Closed),
+                Ok(_) => {}
+                Err(e) => return Err(UpstreamError::Io(e)),
             }
         }
     }

@@ -138,7 +138,8 @@ impl Worker {
             }
         };
         let pool = self.proxy.new_pool();
-        let layer = self.gate.layer();
+        // The proxy reads the identity headers; WhopUser in the extensions would go unused.
+        let layer = self.gate.layer().without_user_extension();
         let tracker = TaskTracker::new();
         loop {
             let (stream, peer) = tokio::select! {
