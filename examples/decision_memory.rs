@@ -38,7 +38,8 @@ fn main() {
         max_entries: count,
         whop_timeout: Duration::from_secs(3),
     };
-    let cache = AccessCache::new(client, settings, vec![Arc::from("prod_aaaaaaaaaaaaaa")], &metrics, runtime.handle().clone());
+    let cache =
+        AccessCache::new(client, settings, vec![Arc::from("prod_aaaaaaaaaaaaaa")], &metrics, runtime.handle().clone());
     let before = rss_kib();
     let started = Instant::now();
     for i in 0..count {

@@ -105,7 +105,14 @@ impl GateState {
                 if !set_path(req, &normalized, None) {
                     // Never forward a spelling other than the one we matched.
                     let denial = Denial::BadPath(path::PathRejection::BadPercentEncoding);
-                    return self.conclude(req, None, Verdict::Deny { denial, identity: None }, request_id, log, user_extension);
+                    return self.conclude(
+                        req,
+                        None,
+                        Verdict::Deny { denial, identity: None },
+                        request_id,
+                        log,
+                        user_extension,
+                    );
                 }
             }
             Err(rejection) => {
@@ -119,7 +126,14 @@ impl GateState {
         }
 
         let Some(rule) = self.routes.find(req.method(), request_host(req), req.uri().path()) else {
-            return self.conclude(req, None, Verdict::Deny { denial: Denial::NoRule, identity: None }, request_id, log, user_extension);
+            return self.conclude(
+                req,
+                None,
+                Verdict::Deny { denial: Denial::NoRule, identity: None },
+                request_id,
+                log,
+                user_extension,
+            );
         };
         let rule_index = rule.index;
 

@@ -12,15 +12,19 @@ const MAX_LEN: usize = 128;
 
 /// The request's id, inserting a fresh one when the client sent none (or an unusable one).
 pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
-        let bytes = id.as_bytes();
-        if !bytes.is_empty() && bytes.len() <= MAX_LEN && bytes.iter().all(|b| b.is_ascii_graphic()) {
-            return id.clone();
+    // One lookup, whether the id is kept or made.
+    match headers.entry(&X_REQUEST_ID) {
+        http::header::Entry::Occupied(mut entry) => {
+            let bytes = entry.get().as_bytes();
+            if !bytes.is_empty() && bytes.len() <= MAX_LEN && bytes.iter().all(|b| b.is_ascii_graphic()) {
+                return entry.get().clone();
+            }
+            let id = generate();
+            entry.insert(id.clone());
+            id
         }
+        http::header::Entry::Vacant(entry) => entry.insert(generate()).clone(),
     }
-    let id = generate();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
 }
 
 /// 128 random bits as 32 lowercase hex digits.

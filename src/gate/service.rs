@@ -188,7 +188,8 @@ where
                         // Polled after completion: stay pending rather than panic.
                         return Poll::Pending;
                     };
-                    let judgement = gate.conclude(&mut req, Some(*rule), verdict, this.request_id, *log, *user_extension);
+                    let judgement =
+                        gate.conclude(&mut req, Some(*rule), verdict, this.request_id, *log, *user_extension);
                     start(&mut inner, judgement, req)
                 }
                 FutureStateProj::Inner { fut, decision, log } => {
@@ -223,8 +224,6 @@ fn finish<B>(
 ) -> Response<GateBody<B>> {
     record.set_status(parts.status.as_u16());
     let record = Some(record);
-    if !parts.headers.contains_key(&X_REQUEST_ID) {
-        parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    }
+    parts.headers.entry(&X_REQUEST_ID).or_insert_with(|| request_id.clone());
     Response::from_parts(parts, body(record))
 }

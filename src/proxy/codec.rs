@@ -14,7 +14,7 @@ use http::{Method, Response, StatusCode, Version};
 /// Most header lines accepted in an upstream response head.
 const MAX_HEADERS: usize = 128;
 /// Largest upstream response head accepted.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub const MAX_HEAD_BYTES: usize = 64 * 1024 - 1;
 /// Longest chunk-size line (size, extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 
@@ -51,13 +51,7 @@ impl std::fmt::Display for CodecError {
 
 /// Writes a request head for `method target` with `headers`, declaring `framing` for the body
 /// that follows. `headers` must already be rid of hop-by-hop fields (the proxy does that).
-pub fn encode_request_head(
-    out: &mut Vec<u8>,
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    framing: Framing,
-) {
+pub fn encode_request_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap, framing: Framing) {
     out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -107,6 +101,7 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => return Err(CodecError::TooLarge),
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err(CodecError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -119,10 +114,13 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     // Header positions, so the values can become slices of the head once it is split off.
     let base = buf.as_ptr() as usize;
     let count = parsed.headers.len();
-    let spans: smallvec::SmallVec<[(usize, usize, usize, usize); 24]> = parsed
+    // Offsets fit in u16: heads are at most MAX_HEAD_BYTES (64 KiB) long.
+    let offset = |slice: &[u8]| u16::try_from(slice.as_ptr() as usize - base).unwrap_or(u16::MAX);
+    let length = |slice: &[u8]| u16::try_from(slice.len()).unwrap_or(u16::MAX);
+    let spans: smallvec::SmallVec<[(u16, u16, u16, u16); 16]> = parsed
         .headers
         .iter()
-        .map(|h| (h.name.as_ptr() as usize - base, h.name.len(), h.value.as_ptr() as usize - base, h.value.len()))
+        .map(|h| (offset(h.name.as_bytes()), length(h.name.as_bytes()), offset(h.value), length(h.value)))
         .collect();
     let head = buf.split_to(len).freeze();
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
@@ -135,6 +133,8 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     let mut keep_alive = version == Version::HTTP_11;
     let mut connection_named: smallvec::SmallVec<[HeaderName; 2]> = smallvec::SmallVec::new();
     for &(name_at, name_len, value_at, value_len) in &spans {
+        let (name_at, name_len) = (usize::from(name_at), usize::from(name_len));
+        let (value_at, value_len) = (usize::from(value_at), usize::from(value_len));
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
             .map_err(|_| CodecError::Malformed("invalid header name"))?;
         let value_bytes = &head[value_at..value_at + value_len];
@@ -150,9 +150,10 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
             "transfer-encoding" => {
                 transfer_encoding = true;
                 // Chunked only when it is the final coding (RFC 9112 §6.3).
-                chunked = value_bytes.rsplit(|b| *b == b',').next().is_some_and(|last| {
-                    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
-                });
+                chunked = value_bytes
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
                 continue;
             }
             "connection" => {
@@ -286,11 +287,12 @@ pub fn decode_chunked(buf: &mut BytesMut, state: &mut ChunkState) -> Result<Opti
                     return Err(CodecError::Malformed("invalid chunk size"));
                 }
                 let size = size_part.iter().fold(0u64, |acc, d| {
-                    acc * 16 + u64::from(match d {
-                        b'0'..=b'9' => d - b'0',
-                        b'a'..=b'f' => d - b'a' + 10,
-                        _ => d - b'A' + 10,
-                    })
+                    acc * 16
+                        + u64::from(match d {
+                            b'0'..=b'9' => d - b'0',
+                            b'a'..=b'f' => d - b'a' + 10,
+                            _ => d - b'A' + 10,
+                        })
                 });
                 buf.advance(line_end + 2);
                 *state = if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
@@ -362,15 +364,30 @@ mod tests {
     #[test]
     fn framing_rules() {
         let cases = [
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", Method::GET, Framing::Chunked, true),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                Method::GET,
+                Framing::Chunked,
+                true,
+            ),
             ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Method::GET, Framing::UntilClose, false),
             ("HTTP/1.1 200 OK\r\n\r\n", Method::GET, Framing::UntilClose, false),
             ("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", Method::HEAD, Framing::Empty, true),
             ("HTTP/1.1 204 No Content\r\n\r\n", Method::GET, Framing::Empty, true),
             ("HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n", Method::GET, Framing::Empty, true),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\n", Method::GET, Framing::Length(4), false),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\n",
+                Method::GET,
+                Framing::Length(4),
+                false,
+            ),
             ("HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\n", Method::GET, Framing::Length(4), false),
-            ("HTTP/1.0 200 OK\r\nContent-Length: 4\r\nConnection: keep-alive\r\n\r\n", Method::GET, Framing::Length(4), true),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 4\r\nConnection: keep-alive\r\n\r\n",
+                Method::GET,
+                Framing::Length(4),
+                true,
+            ),
             ("HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n", Method::GET, Framing::Length(4), true),
         ];
         for (text, method, framing, keep_alive) in cases {
@@ -393,6 +410,8 @@ mod tests {
         assert!(matches!(parse("HTTP/1.1 200 OK\r\nX: y", Method::GET), Ok(None)), "partial");
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "y".repeat(MAX_HEAD_BYTES + 10));
         assert_eq!(parse(&huge, Method::GET).unwrap_err(), CodecError::TooLarge);
+        let complete_but_huge = format!("{huge}\r\n\r\n");
+        assert_eq!(parse(&complete_but_huge, Method::GET).unwrap_err(), CodecError::TooLarge);
     }
 
     #[test]

@@ -178,7 +178,12 @@ impl UpstreamConn {
 
     /// Streams the request body after the head, as it arrives from the client (never
     /// buffered whole): raw for a known length, chunked otherwise.
-    async fn send_body(&mut self, body: &mut Incoming, framing: Framing, timeout: Duration) -> Result<(), UpstreamError> {
+    async fn send_body(
+        &mut self,
+        body: &mut Incoming,
+        framing: Framing,
+        timeout: Duration,
+    ) -> Result<(), UpstreamError> {
         let chunked = framing == Framing::Chunked;
         // The head waits in `write` and goes out with the first piece of body.
         let mut head_pending = true;

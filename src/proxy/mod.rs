@@ -80,13 +80,12 @@ impl tower_service::Service<Request<Incoming>> for ProxyService {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.forward(req).await) })
+        Box::pin(self.clone().forward(req))
     }
 }
 
 impl ProxyService {
-    async fn forward(self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn forward(self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         prepare_request(&mut req, &self.peer, upgrade);
@@ -95,7 +94,7 @@ impl ProxyService {
         let body = (!body.is_end_stream()).then_some(body);
         let exchange = match self.send(&parts, body).await {
             Ok(exchange) => exchange,
-            Err(e) => return self.fail(e),
+            Err(e) => return Ok(self.fail(e)),
         };
         let Exchange { response, framing, keep_alive, conn } = exchange;
         self.proxy.metrics.upstream_status(response.status().as_u16());
@@ -106,13 +105,13 @@ impl ProxyService {
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client) = client_upgrade else {
                 // An upstream that switches protocols unasked cannot be followed.
-                return self.fail(ProxyError::UnexpectedUpgrade);
+                return Ok(self.fail(ProxyError::UnexpectedUpgrade));
             };
             let (socket, early) = conn.into_upgraded();
             upgrade::tunnel(client, socket, early);
-            return Response::from_parts(parts, ProxyBody::empty());
+            return Ok(Response::from_parts(parts, ProxyBody::empty()));
         }
-        Response::from_parts(parts, ProxyBody::upstream(conn, framing, keep_alive, self.pool.clone()))
+        Ok(Response::from_parts(parts, ProxyBody::upstream(conn, framing, keep_alive, self.pool.clone())))
     }
 
     fn fail(&self, error: ProxyError) -> Response<ProxyBody> {

@@ -9,7 +9,6 @@ use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
 
@@ -63,7 +62,7 @@ pub async fn serve<I, S, B>(
         }
     };
     let io = TokioIo::new(Rewind::new(prefix, io));
-    let service = TowerToHyperService::new(service);
+    let service = AlwaysReady(service);
 
     let result = if is_h2 {
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -99,6 +98,25 @@ pub async fn serve<I, S, B>(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+/// A tower service as a hyper service, for the sidecar's services, which are always ready
+/// (the gate is ready when its inner service is, and the proxy always is): each request is a
+/// clone's `call`, without `poll_ready` or hyper-util's `Oneshot` in between.
+#[derive(Debug, Clone)]
+struct AlwaysReady<S>(S);
+
+impl<S> hyper::service::Service<Request<Incoming>> for AlwaysReady<S>
+where
+    S: tower_service::Service<Request<Incoming>> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.0.clone().call(req)
     }
 }
 
