@@ -284,7 +284,9 @@ impl UserTokenVerifier {
             if values.next().is_some() {
                 return Some(Cow::Borrowed(""));
             }
-            return Some(Cow::Borrowed(value.to_str().unwrap_or("")));
+            // `from_utf8` checks ASCII many bytes at a time; a token is a few hundred of them, on
+            // every request. A non-ASCII value fails verification later, like any bad token.
+            return Some(Cow::Borrowed(std::str::from_utf8(value.as_bytes()).unwrap_or("")));
         }
         if !self.accept_query_param {
             return None;
