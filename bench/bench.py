@@ -228,8 +228,8 @@ def ready_time(config, admin, env, runs=5):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10, help="load per measured run (default 10)")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per row, interleaved; the median is kept")
+    parser.add_argument("--seconds", type=int, default=8, help="load per measured run (default 8)")
+    parser.add_argument("--rounds", type=int, default=5, help="runs per row, interleaved; the median is kept (default 5)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--users", type=int, default=10000, help="distinct users of row (f)")

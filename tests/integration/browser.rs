@@ -4,6 +4,7 @@
 //! Skipped with a note when Chromium or chromedriver is missing, unless
 //! `WHOPGATE_TEST_REQUIRE_TOOLS=1` (set by `scripts/test`), which makes a missing tool a failure.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,10 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // chromedriver leads its own process group: ending the group ends Chromium too, even
+        // when the test failed before closing the session.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -32,6 +37,7 @@ async fn browser() -> Option<(Driver, Client)> {
     }
     let port = free_port();
     let child = Command::new("chromedriver")
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
