@@ -13,4 +13,5 @@ mod signin;
 mod streaming;
 mod tls;
 mod tokens;
+mod upstream;
 mod whop_api;

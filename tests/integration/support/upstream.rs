@@ -48,6 +48,12 @@ type Body = BoxBody<Bytes, Infallible>;
 impl Upstream {
     /// Starts the upstream on 127.0.0.1 with an OS-chosen port.
     pub async fn start() -> Upstream {
+        Self::start_with_idle_timeout(None).await
+    }
+
+    /// Like [`Upstream::start`], closing keep-alive connections idle for `idle` (as many app
+    /// servers do, on their own schedule).
+    pub async fn start_with_idle_timeout(idle: Option<Duration>) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -62,10 +68,11 @@ impl Upstream {
                 let seen = seen.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| handle(req, seen.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
+                    let mut builder = hyper::server::conn::http1::Builder::new();
+                    if let Some(idle) = idle {
+                        builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle);
+                    }
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).with_upgrades().await;
                 });
             }
         });
