@@ -38,4 +38,4 @@ pub mod sidecar;
 pub mod whop;
 
 pub use config::Config;
-pub use gate::{Gate, GateLayer, GateService, WhopUser};
+pub use gate::{Gate, GateBuilder, GateLayer, GateService, WhopUser};

@@ -34,6 +34,7 @@
 //! ```
 
 mod body;
+mod builder;
 pub mod denial;
 mod endpoints;
 mod judge;
@@ -49,6 +50,7 @@ use std::time::Duration;
 use http::header::HeaderValue;
 
 pub use body::GateBody;
+pub use builder::GateBuilder;
 pub use denial::Denial;
 pub use judge::{X_WHOP_ACCESS_LEVEL, X_WHOP_RESOURCE_ID, X_WHOP_USER_ID, X_WHOPGATE_SOURCE};
 pub use record::ACCESS_TARGET;
@@ -83,6 +85,8 @@ pub enum GateError {
     Unsupported(String),
     /// The session cookie secrets are unusable.
     Session(SessionSetupError),
+    /// A [`GateBuilder`] description is not a valid config.
+    Config(crate::config::ConfigErrors),
 }
 
 impl std::fmt::Display for GateError {
@@ -92,6 +96,7 @@ impl std::fmt::Display for GateError {
             GateError::UserToken(e) => write!(f, "identity.user_token: {e}"),
             GateError::Unsupported(what) => write!(f, "{what} is not supported yet"),
             GateError::Session(e) => write!(f, "identity.session: {e}"),
+            GateError::Config(e) => write!(f, "invalid gate description:\n{e}"),
         }
     }
 }
@@ -99,6 +104,11 @@ impl std::fmt::Display for GateError {
 impl std::error::Error for GateError {}
 
 impl Gate {
+    /// Describes a gate in code (instead of a TOML file); see [`GateBuilder`].
+    pub fn builder() -> GateBuilder {
+        GateBuilder::new()
+    }
+
     /// Builds the gate a config describes. Must run inside a tokio runtime: background work
     /// (JWKS fetches, Whop calls, refreshes) is spawned there.
     pub async fn from_config(config: &Config) -> Result<Gate, GateError> {
@@ -273,6 +283,9 @@ async fn update_gauges(state: Weak<GateState>) {
         let Some(state) = state.upgrade() else { return };
         let entries = i64::try_from(state.access.entry_count()).unwrap_or(i64::MAX);
         state.metrics.cache_entries("decision").set(entries);
+        if let Some(licenses) = state.identifier.license_entries() {
+            state.metrics.cache_entries("license").set(i64::try_from(licenses).unwrap_or(i64::MAX));
+        }
     }
 }
 

@@ -176,6 +176,11 @@ impl Identifier {
         self.user_token.as_ref().and_then(|v| v.strip_query_param(query))
     }
 
+    /// License keys cached, when the license-key source is on.
+    pub fn license_entries(&self) -> Option<u64> {
+        self.license_key.as_ref().map(|v| v.entry_count())
+    }
+
     /// The session codec, when the session source is on.
     pub fn session(&self) -> Option<&Arc<SessionCodec>> {
         self.session.as_ref()
