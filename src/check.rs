@@ -9,7 +9,8 @@ use crate::config::Config;
 use crate::path;
 use crate::route::{RouteTable, Rule};
 
-/// The `check` report: a summary, the route table in match order, and warnings.
+/// The `check` report: a summary and the route table in match order. Warnings come separately
+/// ([`warnings`]), for stderr.
 pub fn report(config: &Config) -> String {
     let table = RouteTable::new(&config.routes);
     let mut out = String::new();
@@ -53,13 +54,10 @@ pub fn report(config: &Config) -> String {
         }
         let _ = writeln!(out, "{}", line.trim_end());
     }
-    for warning in warnings(config, &table) {
-        let _ = writeln!(out, "{warning}");
-    }
     out
 }
 
-/// Warnings `check` prints after the table (shadowed rules).
+/// Warnings `check` prints to stderr after the table (shadowed rules, a budget above Whop's).
 pub fn warnings(config: &Config, table: &RouteTable) -> Vec<String> {
     let mut out = Vec::new();
     if config.whop.rate_limit_per_minute > 600 {

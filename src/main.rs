@@ -177,6 +177,10 @@ fn check(path: &std::path::Path) -> ExitCode {
     match load(path) {
         Ok(config) => {
             print!("{}", whopgate::check::report(&config));
+            let table = whopgate::route::RouteTable::new(&config.routes);
+            for warning in whopgate::check::warnings(&config, &table) {
+                eprintln!("{warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,

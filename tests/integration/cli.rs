@@ -154,8 +154,9 @@ fn check_warns_about_shadowed_rules() {
     let text = format!("{VALID}\n[[route]]\npath = \"/late\"\npublic = true\n");
     let out = with_config(&text, &["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let text = stdout(&out);
+    let text = stderr(&out);
     assert!(text.contains("warning: route 3 (/late) never matches: route 2 (/"), "{text}");
+    assert!(stdout(&out).contains("/late"), "the table still lists the rule");
 }
 
 #[test]
