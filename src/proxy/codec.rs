@@ -11,6 +11,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
+use super::headers::Forwarded;
+
 /// Most header lines accepted in an upstream response head.
 const MAX_HEADERS: usize = 128;
 /// Largest upstream response head accepted.
@@ -49,9 +51,17 @@ impl std::fmt::Display for CodecError {
     }
 }
 
-/// Writes a request head for `method target` with `headers`, declaring `framing` for the body
-/// that follows. `headers` must already be rid of hop-by-hop fields (the proxy does that).
-pub fn encode_request_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap, framing: Framing) {
+/// Writes a request head for `method target` with `headers` and the `forwarded` fields,
+/// declaring `framing` for the body that follows. `headers` must already be rid of hop-by-hop
+/// and forwarding fields (the proxy does that).
+pub fn encode_request_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    forwarded: &Forwarded,
+    framing: Framing,
+) {
     out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -63,6 +73,12 @@ pub fn encode_request_head(out: &mut Vec<u8>, method: &Method, target: &str, hea
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in forwarded.fields() {
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -335,12 +351,18 @@ mod tests {
         headers.append("x-a", HeaderValue::from_static("1"));
         headers.append("x-a", HeaderValue::from_static("2"));
         let mut out = Vec::new();
-        encode_request_head(&mut out, &Method::POST, "/p?q=1", &headers, Framing::Length(3));
+        let forwarded = Forwarded {
+            for_: HeaderValue::from_static("192.0.2.1"),
+            proto: HeaderValue::from_static("http"),
+            host: None,
+        };
+        encode_request_head(&mut out, &Method::POST, "/p?q=1", &headers, &forwarded, Framing::Length(3));
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
-            "POST /p?q=1 HTTP/1.1\r\nhost: app\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 3\r\n\r\n"
+            "POST /p?q=1 HTTP/1.1\r\nhost: app\r\nx-a: 1\r\nx-a: 2\r\n\
+             x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\ncontent-length: 3\r\n\r\n"
         );
-        encode_request_head(&mut out, &Method::PUT, "/", &headers, Framing::Chunked);
+        encode_request_head(&mut out, &Method::PUT, "/", &headers, &forwarded, Framing::Chunked);
         assert!(std::str::from_utf8(&out).unwrap().ends_with("transfer-encoding: chunked\r\n\r\n"));
     }
 

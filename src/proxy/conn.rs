@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::codec::{self, CodecError, Framing, Head};
+use super::headers::Forwarded;
 
 /// Read buffer size: one read takes a typical response whole.
 const READ_CHUNK: usize = 16 * 1024;
@@ -110,6 +111,7 @@ impl UpstreamConn {
     pub async fn send(
         mut self,
         parts: &http::request::Parts,
+        forwarded: &Forwarded,
         body: Option<Incoming>,
         timeout: Duration,
     ) -> Result<Exchange, (UpstreamError, bool)> {
@@ -127,7 +129,7 @@ impl UpstreamConn {
                 None => Framing::Chunked,
             },
         };
-        codec::encode_request_head(&mut self.write, method, target, &parts.headers, framing);
+        codec::encode_request_head(&mut self.write, method, target, &parts.headers, forwarded, framing);
 
         // A keep-alive connection the upstream closed just as we reused it fails before any
         // response byte; an idempotent request without a body is then safely sent again.

@@ -31,6 +31,7 @@ use hyper::body::Incoming;
 pub use body::ProxyBody;
 pub use conn::UpstreamError;
 pub use error::ProxyError;
+use headers::Forwarded;
 pub use headers::Peer;
 pub use pool::{UpstreamAddr, UpstreamPool};
 
@@ -88,11 +89,11 @@ impl ProxyService {
     async fn forward(self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        prepare_request(&mut req, &self.peer, upgrade);
+        let forwarded = prepare_request(&mut req, &self.peer, upgrade);
 
         let (parts, body) = req.into_parts();
         let body = (!body.is_end_stream()).then_some(body);
-        let exchange = match self.send(&parts, body).await {
+        let exchange = match self.send(&parts, &forwarded, body).await {
             Ok(exchange) => exchange,
             Err(e) => return Ok(self.fail(e)),
         };
@@ -122,19 +123,24 @@ impl ProxyService {
 
     /// Sends on a pooled connection when one is open, else on a new one. A request that a
     /// reused connection failed before the upstream could act on it goes again on a new one.
-    async fn send(&self, parts: &http::request::Parts, body: Option<Incoming>) -> Result<Exchange, ProxyError> {
+    async fn send(
+        &self,
+        parts: &http::request::Parts,
+        forwarded: &Forwarded,
+        body: Option<Incoming>,
+    ) -> Result<Exchange, ProxyError> {
         let timeout = self.proxy.timeout;
         let conn = match self.pool.take() {
             Some(conn) => conn,
             None => self.connect().await?,
         };
-        match conn.send(parts, body, timeout).await {
+        match conn.send(parts, forwarded, body, timeout).await {
             Ok(exchange) => Ok(exchange),
             // Only a body-less request is ever retryable, so nothing is lost by sending it again.
             Err((error, true)) => {
                 tracing::debug!(error = %error, "a reused upstream connection had closed; sending again");
                 let conn = self.connect().await?;
-                conn.send(parts, None, timeout).await.map_err(|(e, _)| ProxyError::from(e))
+                conn.send(parts, forwarded, None, timeout).await.map_err(|(e, _)| ProxyError::from(e))
             }
             Err((error, false)) => Err(ProxyError::from(error)),
         }
@@ -149,9 +155,9 @@ impl ProxyService {
     }
 }
 
-/// Rewrites a request for the upstream: origin-form target, `Host`, hop-by-hop and forwarding
-/// headers, HTTP/1.1.
-fn prepare_request<B>(req: &mut Request<B>, peer: &Peer, upgrade: bool) {
+/// Rewrites a request for the upstream: origin-form target, `Host`, hop-by-hop headers,
+/// HTTP/1.1. Returns the forwarding headers, which the request head is written with.
+fn prepare_request<B>(req: &mut Request<B>, peer: &Peer, upgrade: bool) -> Forwarded {
     let host = match req.headers().get(header::HOST) {
         Some(h) => Some(h.clone()),
         None => {
@@ -163,7 +169,7 @@ fn prepare_request<B>(req: &mut Request<B>, peer: &Peer, upgrade: bool) {
         }
     };
     headers::strip_hop_by_hop(req.headers_mut(), upgrade);
-    headers::set_forwarded(req.headers_mut(), peer, host.as_ref());
+    let forwarded = headers::take_forwarded(req.headers_mut(), peer, host.as_ref());
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
         let target = req.uri().path_and_query().cloned();
         let mut parts = http::uri::Parts::default();
@@ -173,6 +179,7 @@ fn prepare_request<B>(req: &mut Request<B>, peer: &Peer, upgrade: bool) {
         }
     }
     *req.version_mut() = Version::HTTP_11;
+    forwarded
 }
 
 #[cfg(test)]
@@ -188,12 +195,12 @@ mod tests {
             .body(())
             .unwrap();
         let peer = Peer::new("127.0.0.1".parse().unwrap(), false, &[]);
-        prepare_request(&mut req, &peer, false);
+        let forwarded = prepare_request(&mut req, &peer, false);
         assert_eq!(req.uri(), "/a/b?x=1");
         assert_eq!(req.version(), Version::HTTP_11);
         assert_eq!(req.headers()["host"], "app.test:8080");
-        assert_eq!(req.headers()["x-forwarded-host"], "app.test:8080");
-        assert_eq!(req.headers()["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(forwarded.host.unwrap(), "app.test:8080");
+        assert_eq!(forwarded.for_, "127.0.0.1");
         assert!(!req.headers().contains_key("te"));
     }
 }
