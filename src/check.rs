@@ -67,7 +67,26 @@ pub fn warnings(config: &Config, table: &RouteTable) -> Vec<String> {
             config.file, config.whop.rate_limit_per_minute
         ));
     }
+    out.extend(not_yet_acted_on(config).into_iter().map(|what| {
+        format!("{}: warning: {what} is accepted but not acted on by this version of whopgate", config.file)
+    }));
     out.extend(shadow_warnings(config, table));
+    out
+}
+
+/// Settings the schema already holds (so configs need not change later) whose feature this build
+/// does not have yet. Each names the key and what the user will not get, so nobody relies on it.
+pub fn not_yet_acted_on(config: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if config.cache.redis_url.as_deref().is_some_and(|url| !url.is_empty()) {
+        out.push("cache.redis_url (decisions stay in this process: no cache shared across replicas)");
+    }
+    if config.mirror.enabled {
+        out.push("mirror.enabled (no membership mirror: every decision comes from the access check)");
+    }
+    if config.webhook.secret.is_some() || config.webhook.legacy_secret.is_some() {
+        out.push("webhook.secret (no {prefix}/webhook endpoint yet: Whop's deliveries are answered 404)");
+    }
     out
 }
 

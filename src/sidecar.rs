@@ -177,6 +177,9 @@ impl Sidecar {
         // still works), but never held back longer than a Whop call may take.
         let _ = tokio::time::timeout(config.whop.timeout, gate_keys_loaded).await;
         readiness.set(true);
+        for what in crate::check::not_yet_acted_on(&config) {
+            tracing::warn!("{what} is accepted but not acted on by this version of whopgate");
+        }
         tracing::info!(
             listen = %server.local_addr(),
             scheme,

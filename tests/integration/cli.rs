@@ -159,6 +159,25 @@ fn check_warns_about_shadowed_rules() {
     assert!(stdout(&out).contains("/late"), "the table still lists the rule");
 }
 
+/// Keys whose feature this build lacks are accepted (the schema is final) but never silently: a
+/// user who sets one is told what they will not get.
+#[test]
+fn check_warns_about_settings_not_acted_on_yet() {
+    let quiet = with_config(VALID, &["check"]);
+    assert!(!stderr(&quiet).contains("not acted on"), "{}", stderr(&quiet));
+    let text = VALID.replace(
+        "[whop]",
+        "[cache]\nredis_url = \"redis://127.0.0.1:6379\"\n\n[mirror]\nenabled = true\n\n[webhook]\nsecret = \"ws_x\"\n\n[whop]",
+    );
+    let out = with_config(&text, &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    for key in ["cache.redis_url", "mirror.enabled", "webhook.secret"] {
+        assert!(err.contains(&format!("warning: {key} (")), "{key} not warned about in:\n{err}");
+    }
+    assert!(err.contains("not acted on by this version"), "{err}");
+}
+
 #[test]
 fn explain_names_the_matching_rule() {
     let cases = [
