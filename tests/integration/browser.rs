@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use whopgate::mock::{EndpointKind, Fault, MockState, MockWhop};
 
-use crate::support::{Upstream, Whopgate, free_port, gated_config, require_tool};
+use crate::support::{Upstream, Whopgate, free_port, require_tool, session_config};
 
 struct Driver {
     child: Child,
@@ -72,39 +72,13 @@ async fn browser() -> Option<(Driver, Client)> {
     }
 }
 
-fn session_config(up: &Upstream, mock: &MockWhop, port: u16) -> String {
-    let secret = "a-test-cookie-secret-that-is-long-enough-0123456789";
-    let routes = format!(
-        r#"
-public_url = "http://localhost:{port}"
-
-[[route]]
-path = "/"
-require = ["prod_mockproduct1"]
-
-[identity]
-sources = ["user_token", "session"]
-
-[identity.session]
-client_id = "{app}"
-cookie_secret = "{secret}"
-"#,
-        app = mock.app_id()
-    );
-    gated_config(&up.url(), mock, "", &routes).replacen(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-        1,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_signs_in_with_whop_sees_me_and_signs_out() {
     let Some((_driver, client)) = browser().await else { return };
     let up = Upstream::start().await;
     let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
     let port = free_port();
-    let gate = Whopgate::start(&session_config(&up, &mock, port));
+    let gate = Whopgate::start(&session_config(&up, &mock, port, ""));
     let site = format!("http://localhost:{port}");
 
     // Protected page → login → Whop (mock) authorize → callback → back on the protected page.

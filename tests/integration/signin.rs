@@ -5,36 +5,10 @@ use std::collections::HashMap;
 
 use whopgate::mock::{MockState, MockWhop};
 
-use crate::support::{Upstream, Whopgate, free_port, gated_config};
+use crate::support::{SESSION_SECRET, Upstream, Whopgate, free_port, session_config};
 
-const SECRET: &str = "a-test-cookie-secret-that-is-long-enough-0123456789";
+const SECRET: &str = SESSION_SECRET;
 const OLD_SECRET: &str = "the-previous-cookie-secret-also-32-bytes-or-more!";
-
-fn session_config(up: &Upstream, mock: &MockWhop, port: u16, session_extra: &str) -> String {
-    let routes = format!(
-        r#"
-public_url = "http://localhost:{port}"
-
-[[route]]
-path = "/"
-require = ["prod_mockproduct1"]
-
-[identity]
-sources = ["user_token", "session"]
-
-[identity.session]
-client_id = "{app}"
-cookie_secret = "{SECRET}"
-{session_extra}
-"#,
-        app = mock.app_id()
-    );
-    gated_config(&up.url(), mock, "", &routes).replacen(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-        1,
-    )
-}
 
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()

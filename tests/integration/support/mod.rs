@@ -39,6 +39,37 @@ pub fn config(upstream: &str, rest: &str) -> String {
     format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{rest}\n{whop}")
 }
 
+/// The session cookie secret of [`session_config`].
+pub const SESSION_SECRET: &str = "a-test-cookie-secret-that-is-long-enough-0123456789";
+
+/// A gate on `port` whose `/` needs the mock's product, with Sign in with Whop on
+/// (`SESSION_SECRET` as the cookie secret, `session_extra` added to `[identity.session]`).
+pub fn session_config(up: &Upstream, mock: &whopgate::mock::MockWhop, port: u16, session_extra: &str) -> String {
+    let routes = format!(
+        r#"
+public_url = "http://localhost:{port}"
+
+[[route]]
+path = "/"
+require = ["prod_mockproduct1"]
+
+[identity]
+sources = ["user_token", "session"]
+
+[identity.session]
+client_id = "{app}"
+cookie_secret = "{SESSION_SECRET}"
+{session_extra}
+"#,
+        app = mock.app_id()
+    );
+    gated_config(&up.url(), mock, "", &routes).replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+        1,
+    )
+}
+
 /// A config for a gated app: `rest` (top-level keys first, then tables) plus a `[whop]` table
 /// pointing at `mock`. Add `[whop]` keys through `whop_extra` (e.g. `timeout = "1s"`).
 pub fn gated_config(upstream: &str, mock: &whopgate::mock::MockWhop, whop_extra: &str, rest: &str) -> String {
