@@ -12,21 +12,6 @@ const IDENTITY_HEADERS: [&str; 3] = ["x-whop-user-id", "x-whop-access-level", "x
 /// Every header starting with this is the gate's to set.
 const GATE_HEADER_PREFIX: &str = "x-whopgate-";
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the de-facto ones) that never cross a proxy.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-    )
-}
-
 /// `x-forwarded-for`
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `x-forwarded-proto`
@@ -61,28 +46,74 @@ pub fn strip_identity_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// What one pass over a request's header names found. Most requests carry none of these names,
+/// and asking the map for each absent one costs a hash lookup apiece.
+#[derive(Debug, Default)]
+pub struct NamesFound {
+    /// Hop-by-hop names present (RFC 9110 §7.6.1 plus the de-facto ones), but for
+    /// `Connection` and `Upgrade`, which are flagged on their own.
+    hop_by_hop: SmallVec<[HeaderName; 2]>,
+    connection: bool,
+    upgrade: bool,
+    forwarded_for: bool,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+    /// `Forwarded` or `X-Real-IP`: believed only from a trusted proxy.
+    spoofable: bool,
+}
+
+impl NamesFound {
+    /// One pass over the names in `headers`.
+    pub fn scan(headers: &HeaderMap) -> Self {
+        let mut found = Self::default();
+        for name in headers.keys() {
+            match name.as_str() {
+                "connection" => found.connection = true,
+                "upgrade" => found.upgrade = true,
+                "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding" => found.hop_by_hop.push(name.clone()),
+                "x-forwarded-for" => found.forwarded_for = true,
+                "x-forwarded-proto" => found.forwarded_proto = true,
+                "x-forwarded-host" => found.forwarded_host = true,
+                "forwarded" | "x-real-ip" => found.spoofable = true,
+                _ => {}
+            }
+        }
+        found
+    }
+
+    /// Does the request ask to switch protocols (WebSocket)?
+    pub fn wants_upgrade(&self, headers: &HeaderMap) -> bool {
+        self.upgrade && self.connection && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+    }
+}
+
+/// The comma-separated tokens of every `Connection` header.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 ///
 /// With `keep_upgrade`, the `Upgrade` header survives and `Connection: upgrade` is set again, as an
-/// upgrade handshake needs both. One pass over the names present: most messages carry none of
-/// these, and removing absent names one by one costs a hash lookup each.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
-    for name in headers.keys() {
-        if is_hop_by_hop(name) || (!keep_upgrade && name == header::UPGRADE) {
-            doomed.push(name.clone());
-        }
-    }
-    if doomed.contains(&header::CONNECTION) {
-        let named = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+/// upgrade handshake needs both.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, found: &NamesFound, keep_upgrade: bool) {
+    let mut doomed = found.hop_by_hop.clone();
+    if found.connection {
+        let named = connection_tokens(headers)
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .filter(|name| !(keep_upgrade && name == header::UPGRADE));
         let named: SmallVec<[HeaderName; 4]> = named.collect();
         doomed.extend(named);
+        doomed.push(header::CONNECTION);
+    }
+    if found.upgrade && !keep_upgrade {
+        doomed.push(header::UPGRADE);
     }
     for name in &doomed {
         headers.remove(name);
@@ -90,17 +121,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-}
-
-/// Does the request ask to switch protocols (WebSocket)?
-pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// Who sent the request and whether their forwarding headers are believed.
@@ -155,21 +175,13 @@ impl Forwarded {
 /// Takes `X-Forwarded-For/Proto/Host` out of `headers` and decides their values: appended to /
 /// kept from a trusted peer, replaced otherwise. Untrusted `Forwarded` and `X-Real-IP` are
 /// dropped so the upstream cannot be fooled by them.
-pub fn take_forwarded(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) -> Forwarded {
-    // One pass over the names present: clients rarely send any of these, and removing absent
-    // names one by one costs a hash lookup each.
-    let (mut has_for, mut has_proto, mut has_host, mut spoofable) = (false, false, false, false);
-    for name in headers.keys() {
-        if name == X_FORWARDED_FOR {
-            has_for = true;
-        } else if name == X_FORWARDED_PROTO {
-            has_proto = true;
-        } else if name == X_FORWARDED_HOST {
-            has_host = true;
-        } else if name == header::FORWARDED || name == X_REAL_IP {
-            spoofable = true;
-        }
-    }
+pub fn take_forwarded(
+    headers: &mut HeaderMap,
+    found: &NamesFound,
+    peer: &Peer,
+    host: Option<&HeaderValue>,
+) -> Forwarded {
+    let (has_for, has_proto, has_host) = (found.forwarded_for, found.forwarded_proto, found.forwarded_host);
     let trusted = |present: bool, name: &HeaderName, headers: &HeaderMap| {
         (peer.trusted && present).then(|| joined(headers, name)).flatten()
     };
@@ -191,7 +203,7 @@ pub fn take_forwarded(headers: &mut HeaderMap, peer: &Peer, host: Option<&Header
             headers.remove(name);
         }
     }
-    if spoofable && !peer.trusted {
+    if found.spoofable && !peer.trusted {
         headers.remove(header::FORWARDED);
         headers.remove(&X_REAL_IP);
     }
@@ -250,7 +262,8 @@ mod tests {
         h.insert("te", HeaderValue::from_static("trailers"));
         h.insert("accept", HeaderValue::from_static("*/*"));
         strip_identity_headers(&mut h);
-        strip_hop_by_hop(&mut h, false);
+        let found = NamesFound::scan(&h);
+        strip_hop_by_hop(&mut h, &found, false);
         let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["accept", "x-whop-user-token"]);
@@ -261,8 +274,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("connection", HeaderValue::from_static("Upgrade"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));
-        assert!(wants_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
+        let found = NamesFound::scan(&h);
+        assert!(found.wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, &found, true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
     }
@@ -277,7 +291,8 @@ mod tests {
         let host = HeaderValue::from_static("app.test");
         h.insert("x-real-ip", HeaderValue::from_static("1.2.3.4"));
         h.insert("accept", HeaderValue::from_static("*/*"));
-        let f = take_forwarded(&mut h, &Peer::new("192.0.2.1".parse().unwrap(), false, &trusted), Some(&host));
+        let found = NamesFound::scan(&h);
+        let f = take_forwarded(&mut h, &found, &Peer::new("192.0.2.1".parse().unwrap(), false, &trusted), Some(&host));
         assert_eq!(f.for_, "192.0.2.1");
         assert_eq!(f.proto, "http");
         assert_eq!(f.host.as_ref().unwrap(), "app.test");
@@ -299,7 +314,8 @@ mod tests {
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert("x-forwarded-host", HeaderValue::from_static("public.test"));
         h.insert("x-real-ip", HeaderValue::from_static("1.2.3.4"));
-        let f = take_forwarded(&mut h, &Peer::new("10.1.2.3".parse().unwrap(), false, &trusted), None);
+        let found = NamesFound::scan(&h);
+        let f = take_forwarded(&mut h, &found, &Peer::new("10.1.2.3".parse().unwrap(), false, &trusted), None);
         assert_eq!(f.for_, "1.2.3.4, 5.6.7.8, 10.1.2.3");
         assert_eq!(f.proto, "https");
         assert_eq!(f.host.as_ref().unwrap(), "public.test");
@@ -310,7 +326,8 @@ mod tests {
     #[test]
     fn no_host_no_forwarded_host() {
         let mut h = HeaderMap::new();
-        let f = take_forwarded(&mut h, &Peer::new("192.0.2.1".parse().unwrap(), true, &[]), None);
+        let found = NamesFound::scan(&h);
+        let f = take_forwarded(&mut h, &found, &Peer::new("192.0.2.1".parse().unwrap(), true, &[]), None);
         assert_eq!(f.proto, "https");
         assert_eq!(f.fields().count(), 2);
     }

@@ -87,9 +87,10 @@ impl tower_service::Service<Request<Incoming>> for ProxyService {
 
 impl ProxyService {
     async fn forward(self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
-        let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+        let found = headers::NamesFound::scan(req.headers());
+        let upgrade = req.version() == Version::HTTP_11 && found.wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let forwarded = prepare_request(&mut req, &self.peer, upgrade);
+        let forwarded = prepare_request(&mut req, &found, &self.peer, upgrade);
 
         let (parts, body) = req.into_parts();
         let body = (!body.is_end_stream()).then_some(body);
@@ -157,7 +158,7 @@ impl ProxyService {
 
 /// Rewrites a request for the upstream: origin-form target, `Host`, hop-by-hop headers,
 /// HTTP/1.1. Returns the forwarding headers, which the request head is written with.
-fn prepare_request<B>(req: &mut Request<B>, peer: &Peer, upgrade: bool) -> Forwarded {
+fn prepare_request<B>(req: &mut Request<B>, found: &headers::NamesFound, peer: &Peer, upgrade: bool) -> Forwarded {
     let host = match req.headers().get(header::HOST) {
         Some(h) => Some(h.clone()),
         None => {
@@ -168,8 +169,8 @@ fn prepare_request<B>(req: &mut Request<B>, peer: &Peer, upgrade: bool) -> Forwa
             from_uri
         }
     };
-    headers::strip_hop_by_hop(req.headers_mut(), upgrade);
-    let forwarded = headers::take_forwarded(req.headers_mut(), peer, host.as_ref());
+    headers::strip_hop_by_hop(req.headers_mut(), found, upgrade);
+    let forwarded = headers::take_forwarded(req.headers_mut(), found, peer, host.as_ref());
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
         let target = req.uri().path_and_query().cloned();
         let mut parts = http::uri::Parts::default();
@@ -195,7 +196,8 @@ mod tests {
             .body(())
             .unwrap();
         let peer = Peer::new("127.0.0.1".parse().unwrap(), false, &[]);
-        let forwarded = prepare_request(&mut req, &peer, false);
+        let found = headers::NamesFound::scan(req.headers());
+        let forwarded = prepare_request(&mut req, &found, &peer, false);
         assert_eq!(req.uri(), "/a/b?x=1");
         assert_eq!(req.version(), Version::HTTP_11);
         assert_eq!(req.headers()["host"], "app.test:8080");
