@@ -126,7 +126,10 @@ impl Identifier {
                     return match verifier.verify_now(&token) {
                         Verification::Valid(identity) => Identified::Found(identity),
                         Verification::Invalid(e) => Identified::Invalid(CredentialError::UserToken(e)),
-                        Verification::UnknownKey => Identified::Later(Credential::UserToken(token.into_owned())),
+                        // `verify_now` only says so of a token that is text.
+                        Verification::UnknownKey => {
+                            Identified::Later(Credential::UserToken(String::from_utf8_lossy(&token).into_owned()))
+                        }
                     };
                 }
                 SourceKind::LicenseKey => {

@@ -275,18 +275,18 @@ impl UserTokenVerifier {
     /// The token of a request: the configured header, else (only when `accept_query_param`) the
     /// `whop-dev-user-token` query parameter, percent-decoded. `None` when there is none.
     ///
-    /// A credential that is present but unusable — given twice, or not text — comes back as `""`,
-    /// which verifies as [`TokenError::Malformed`]: present means judged, never passed over to a
-    /// weaker source.
-    pub fn find_token<'a>(&self, headers: &'a HeaderMap, query: Option<&'a str>) -> Option<Cow<'a, str>> {
+    /// A credential that is present but unusable — given twice — comes back empty; like one that
+    /// is not text, it verifies as [`TokenError::Malformed`]: present means judged, never passed
+    /// over to a weaker source.
+    pub fn find_token<'a>(&self, headers: &'a HeaderMap, query: Option<&'a str>) -> Option<Cow<'a, [u8]>> {
         let mut values = headers.get_all(&self.header).iter();
         if let Some(value) = values.next() {
             if values.next().is_some() {
-                return Some(Cow::Borrowed(""));
+                return Some(Cow::Borrowed(b""));
             }
-            // `from_utf8` checks ASCII many bytes at a time; a token is a few hundred of them, on
-            // every request. A non-ASCII value fails verification later, like any bad token.
-            return Some(Cow::Borrowed(std::str::from_utf8(value.as_bytes()).unwrap_or("")));
+            // Bytes: a remembered token is found without checking a few hundred of them are
+            // text; one that is not fails verification, like any bad token.
+            return Some(Cow::Borrowed(value.as_bytes()));
         }
         if !self.accept_query_param {
             return None;
@@ -298,9 +298,9 @@ impl UserTokenVerifier {
                 continue;
             }
             if found.is_some() {
-                return Some(Cow::Borrowed(""));
+                return Some(Cow::Borrowed(b""));
             }
-            found = Some(percent_decode_str(value).decode_utf8().unwrap_or(Cow::Borrowed("")));
+            found = Some(percent_decode_str(value).into());
         }
         found
     }
@@ -333,11 +333,12 @@ impl UserTokenVerifier {
     /// Synchronous, no I/O: a remembered token, or a full ES256 verification when the keys are at
     /// hand. [`Verification::UnknownKey`] when the token names a `kid` not known (yet) and a JWKS
     /// refetch could help; then call [`UserTokenVerifier::verify`].
-    pub fn verify_now(&self, token: &str) -> Verification {
+    pub fn verify_now(&self, token: &[u8]) -> Verification {
         if let Some(identity) = self.cache.get(token) {
             return Verification::Valid(identity);
         }
-        match self.check(token) {
+        // Not text: "" verifies as malformed.
+        match self.check(std::str::from_utf8(token).unwrap_or("")) {
             Ok(identity) => Verification::Valid(identity),
             Err(Refused::Invalid(e)) => Verification::Invalid(e),
             Err(Refused::UnknownKey(_)) => Verification::UnknownKey,
@@ -348,7 +349,7 @@ impl UserTokenVerifier {
     /// once per refetch interval) a JWKS refetch shared with every other caller, then verifies
     /// again. A `kid` still unknown is [`TokenError::UnknownKey`].
     pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, TokenError> {
-        if let Some(identity) = self.cache.get(token) {
+        if let Some(identity) = self.cache.get(token.as_bytes()) {
             return Ok(identity);
         }
         let seen = match self.check(token) {
@@ -629,7 +630,7 @@ mod tests {
         assert_eq!(identity.source, Source::UserToken);
         assert!(identity.name.is_none() && identity.email.is_none());
         let other = f.mock.mint_token("user_bob").unwrap();
-        match f.verifier.verify_now(&other) {
+        match f.verifier.verify_now(other.as_bytes()) {
             Verification::Valid(identity) => assert_eq!(&*identity.user_id, "user_bob"),
             v => panic!("{v:?}"),
         }
@@ -748,7 +749,7 @@ mod tests {
             ("claims not JSON", sign_raw(&key, r#"{"alg":"ES256","kid":"mock-key-1"}"#, "user_alice"), Malformed),
         ];
         for (what, token, expected) in &cases {
-            match f.verifier.verify_now(token) {
+            match f.verifier.verify_now(token.as_bytes()) {
                 Verification::Invalid(e) => assert_eq!(e, *expected, "{what}"),
                 v => panic!("{what}: {v:?}"),
             }
@@ -815,7 +816,7 @@ mod tests {
         assert!(keys_only.verify(&f.token(TokenOptions::without_kid())).await.is_ok());
         assert!(keys_only.verify(&f.mock.mint_token(USER).unwrap()).await.is_ok());
         let forged_kid = sign_raw(&foreign, r#"{"alg":"ES256","kid":"k9"}"#, &good_claims().to_string());
-        assert!(matches!(keys_only.verify_now(&forged_kid), Verification::Invalid(TokenError::UnknownKey)));
+        assert!(matches!(keys_only.verify_now(forged_kid.as_bytes()), Verification::Invalid(TokenError::UnknownKey)));
         assert_eq!(f.jwks_calls(), 1);
     }
 
@@ -828,7 +829,7 @@ mod tests {
 
         let kid = f.mock.rotate_key(true).unwrap();
         let after = f.mock.mint_token("user_bob").unwrap();
-        assert!(matches!(f.verifier.verify_now(&after), Verification::UnknownKey));
+        assert!(matches!(f.verifier.verify_now(after.as_bytes()), Verification::UnknownKey));
         assert_eq!(f.jwks_calls(), 1, "verify_now does no I/O");
         assert_eq!(&*f.verifier.verify(&after).await.unwrap().user_id, "user_bob");
         assert_eq!(f.jwks_calls(), 2);
@@ -916,7 +917,7 @@ mod tests {
         assert_eq!((f.cache_count("miss"), f.cache_count("hit")), (1, 0));
         let second = f.verifier.verify(&token).await.unwrap();
         assert!(Arc::ptr_eq(&first, &second), "the remembered identity, not a new check");
-        assert!(matches!(f.verifier.verify_now(&token), Verification::Valid(_)));
+        assert!(matches!(f.verifier.verify_now(token.as_bytes()), Verification::Valid(_)));
         assert_eq!((f.cache_count("miss"), f.cache_count("hit")), (1, 2));
         assert_eq!(f.verifier.cached_tokens(), 1);
         assert_eq!(f.metrics.cache_entries("token").get(), 1);
@@ -940,14 +941,14 @@ mod tests {
         let exp = now() + 2;
         let token = signed(&with_claim("exp", json!(exp)));
         assert!(f.verifier.verify(&token).await.is_ok());
-        assert!(matches!(f.verifier.verify_now(&token), Verification::Valid(_)));
+        assert!(matches!(f.verifier.verify_now(token.as_bytes()), Verification::Valid(_)));
         assert_eq!(f.cache_count("hit"), 1);
         assert_eq!(f.verifier.cached_tokens(), 1);
         while now() <= exp {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // Never served past its exp…
-        assert!(matches!(f.verifier.verify_now(&token), Verification::Invalid(TokenError::Expired)));
+        assert!(matches!(f.verifier.verify_now(token.as_bytes()), Verification::Invalid(TokenError::Expired)));
         // …and gone from the count once the cache's timer wheel (about 1 s per tick) gets there.
         let deadline = Instant::now() + Duration::from_secs(5);
         while f.verifier.cached_tokens() > 0 && Instant::now() < deadline {
@@ -955,7 +956,7 @@ mod tests {
         }
         assert_eq!(f.verifier.cached_tokens(), 0);
         assert_eq!(f.metrics.cache_entries("token").get(), 0);
-        assert!(matches!(f.verifier.verify_now(&token), Verification::Invalid(TokenError::Expired)));
+        assert!(matches!(f.verifier.verify_now(token.as_bytes()), Verification::Invalid(TokenError::Expired)));
         assert_eq!(f.cache_count("hit"), 1);
     }
 
@@ -975,12 +976,12 @@ mod tests {
         headers.insert("x-whop-user-token", HeaderValue::from_static("eyJ.header.token"));
         let query = Some("a=1&whop-dev-user-token=eyJ.query%2Etoken&b=2");
 
-        assert_eq!(plain.find_token(&headers, None).as_deref(), Some("eyJ.header.token"));
+        assert_eq!(plain.find_token(&headers, None).as_deref(), Some(&b"eyJ.header.token"[..]));
         assert_eq!(plain.find_token(&none, query), None, "the query is read only when enabled");
         assert_eq!(custom.find_token(&headers, None), None);
-        assert_eq!(dev.find_token(&headers, query).as_deref(), Some("eyJ.header.token"), "the header wins");
-        assert_eq!(dev.find_token(&none, query).as_deref(), Some("eyJ.query.token"));
-        assert_eq!(dev.find_token(&none, Some("whop-dev-user-token=a.b.c")).as_deref(), Some("a.b.c"));
+        assert_eq!(dev.find_token(&headers, query).as_deref(), Some(&b"eyJ.header.token"[..]), "the header wins");
+        assert_eq!(dev.find_token(&none, query).as_deref(), Some(&b"eyJ.query.token"[..]));
+        assert_eq!(dev.find_token(&none, Some("whop-dev-user-token=a.b.c")).as_deref(), Some(&b"a.b.c"[..]));
         assert_eq!(dev.find_token(&none, Some("xwhop-dev-user-token=a.b.c")), None);
         assert_eq!(dev.find_token(&none, Some("a=1")), None);
         assert_eq!(dev.find_token(&none, None), None);
@@ -989,19 +990,23 @@ mod tests {
         let bad = [
             dev.find_token(&none, Some("whop-dev-user-token")),
             dev.find_token(&none, Some("whop-dev-user-token=a&whop-dev-user-token=b")),
-            dev.find_token(&none, Some("whop-dev-user-token=%FF%FE")),
         ];
         for found in bad {
-            assert_eq!(found.as_deref(), Some(""));
+            assert_eq!(found.as_deref(), Some(&b""[..]));
         }
+        // Not text: found as it is, and refused as malformed.
+        let not_text = dev.find_token(&none, Some("whop-dev-user-token=%FF%FE"));
+        assert_eq!(not_text.as_deref(), Some(&b"\xff\xfe"[..]));
+        assert!(matches!(dev.verify_now(b"\xff\xfe"), Verification::Invalid(TokenError::Malformed)));
         let mut twice = HeaderMap::new();
         twice.append("x-whop-user-token", HeaderValue::from_static("a.b.c"));
         twice.append("x-whop-user-token", HeaderValue::from_static("d.e.f"));
-        assert_eq!(plain.find_token(&twice, None).as_deref(), Some(""));
+        assert_eq!(plain.find_token(&twice, None).as_deref(), Some(&b""[..]));
         let mut opaque = HeaderMap::new();
         opaque.insert("x-whop-user-token", HeaderValue::from_bytes(b"a.b\xff.c").unwrap());
-        assert_eq!(plain.find_token(&opaque, None).as_deref(), Some(""));
-        assert!(matches!(plain.verify_now(""), Verification::Invalid(TokenError::Malformed)));
+        assert_eq!(plain.find_token(&opaque, None).as_deref(), Some(&b"a.b\xff.c"[..]));
+        assert!(matches!(plain.verify_now(b"a.b\xff.c"), Verification::Invalid(TokenError::Malformed)));
+        assert!(matches!(plain.verify_now(b""), Verification::Invalid(TokenError::Malformed)));
     }
 
     #[tokio::test]

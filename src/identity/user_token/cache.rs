@@ -44,7 +44,7 @@ thread_local! {
 #[derive(Clone)]
 struct Remembered {
     /// The key again, so that a shared hit can fill a near map without allocating.
-    token: Arc<str>,
+    token: Arc<[u8]>,
     identity: Arc<Identity>,
     /// `exp + leeway` (capped by the caller).
     until: Instant,
@@ -55,14 +55,14 @@ struct Near {
     owner: u64,
     /// Dead once the cache is dropped; such maps are removed when the thread next makes a map.
     alive: Weak<()>,
-    map: HashMap<Arc<str>, Remembered, TokenHashBuilder>,
+    map: HashMap<Arc<[u8]>, Remembered, TokenHashBuilder>,
 }
 
 /// Each shared entry lives until its own token's expiry.
 struct UntilExpiry;
 
-impl Expiry<Arc<str>, Remembered> for UntilExpiry {
-    fn expire_after_create(&self, _token: &Arc<str>, entry: &Remembered, created_at: Instant) -> Option<Duration> {
+impl Expiry<Arc<[u8]>, Remembered> for UntilExpiry {
+    fn expire_after_create(&self, _token: &Arc<[u8]>, entry: &Remembered, created_at: Instant) -> Option<Duration> {
         Some(entry.until.saturating_duration_since(created_at))
     }
 }
@@ -102,7 +102,7 @@ impl Hasher for TokenHasher {
 
 /// Verified tokens and the identities they carry, until each expires.
 pub(super) struct TokenCache {
-    shared: Cache<Arc<str>, Remembered, TokenHashBuilder>,
+    shared: Cache<Arc<[u8]>, Remembered, TokenHashBuilder>,
     id: u64,
     alive: Arc<()>,
     // Resolved once: looking a label set up per request would take the metric family's lock.
@@ -135,7 +135,7 @@ impl TokenCache {
     }
 
     /// The identity of a remembered, unexpired token; counts a hit or a miss.
-    pub(super) fn get(&self, token: &str) -> Option<Arc<Identity>> {
+    pub(super) fn get(&self, token: &[u8]) -> Option<Arc<Identity>> {
         if let Some(identity) = self.near_get(token, Instant::now()) {
             self.hits.inc();
             return Some(identity);
@@ -155,7 +155,7 @@ impl TokenCache {
 
     /// Remembers a verified token until `until`.
     pub(super) fn insert(&self, token: &str, identity: Arc<Identity>, until: Instant) {
-        let entry = Remembered { token: Arc::from(token), identity, until };
+        let entry = Remembered { token: Arc::from(token.as_bytes()), identity, until };
         self.near_put(&entry);
         self.shared.insert(entry.token.clone(), entry);
         self.entries.inc();
@@ -178,7 +178,7 @@ impl TokenCache {
         NEAR.with_borrow(|near| near.iter().find(|n| n.owner == self.id).map_or(0, |n| n.map.len()))
     }
 
-    fn near_get(&self, token: &str, now: Instant) -> Option<Arc<Identity>> {
+    fn near_get(&self, token: &[u8], now: Instant) -> Option<Arc<Identity>> {
         // `try_with`: during thread teardown the map may be gone; the shared level still answers.
         NEAR.try_with(|near| {
             let mut near = near.try_borrow_mut().ok()?;
@@ -279,7 +279,7 @@ mod tests {
         let metrics = Metrics::new();
         let cache = Arc::new(TokenCache::new(100, &metrics));
         cache.insert("a.b.c", identity("user_a"), later(60));
-        assert!(cache.get("a.b.c").is_some());
+        assert!(cache.get(b"a.b.c").is_some());
         assert_eq!(cache.near_len(), 1);
         assert_eq!(counts(&metrics), (1, 0));
 
@@ -287,20 +287,20 @@ mod tests {
         let other = cache.clone();
         std::thread::spawn(move || {
             assert_eq!(other.near_len(), 0);
-            assert_eq!(other.get("a.b.c").map(|i| i.user_id.to_string()).as_deref(), Some("user_a"));
+            assert_eq!(other.get(b"a.b.c").map(|i| i.user_id.to_string()).as_deref(), Some("user_a"));
             assert_eq!(other.near_len(), 1);
-            assert!(other.get("a.b.c").is_some());
+            assert!(other.get(b"a.b.c").is_some());
         })
         .join()
         .unwrap();
         assert_eq!(counts(&metrics), (3, 0));
-        assert!(cache.get("x.y.z").is_none());
+        assert!(cache.get(b"x.y.z").is_none());
         assert_eq!(counts(&metrics), (3, 1));
 
         cache.insert("d.e.f", identity("user_d"), Instant::now() + Duration::from_millis(50));
-        assert!(cache.get("d.e.f").is_some());
+        assert!(cache.get(b"d.e.f").is_some());
         std::thread::sleep(Duration::from_millis(80));
-        assert!(cache.get("d.e.f").is_none(), "expired in both levels");
+        assert!(cache.get(b"d.e.f").is_none(), "expired in both levels");
         assert_eq!(cache.near_len(), 1, "the expired near entry went at the lookup");
         // The shared level counts it until its timer wheel (about 1 s per tick) gets there.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -319,9 +319,9 @@ mod tests {
             cache.insert(&format!("token-{i}"), identity("user_a"), later(60));
             assert!(cache.near_len() <= NEAR_CAPACITY);
         }
-        assert!(cache.get(&format!("token-{}", NEAR_CAPACITY + 9)).is_some());
+        assert!(cache.get(format!("token-{}", NEAR_CAPACITY + 9).as_bytes()).is_some());
         // What the near map let go is still in the shared level.
-        assert!(cache.get("token-0").is_some());
+        assert!(cache.get(b"token-0").is_some());
         assert_eq!(cache.len(), (NEAR_CAPACITY + 10) as u64);
 
         let second = TokenCache::new(10, &metrics);
