@@ -7,6 +7,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use smallvec::SmallVec;
 
+use crate::gate::request_id::X_REQUEST_ID;
+
 /// The identity headers only the gate may set (SPEC §4). Compared after `_` → `-`.
 const IDENTITY_HEADERS: [&str; 3] = ["x-whop-user-id", "x-whop-access-level", "x-whop-resource-id"];
 /// Every header starting with this is the gate's to set.
@@ -107,7 +109,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, found: &NamesFound, keep_upgrad
     if found.connection {
         let named = connection_tokens(headers)
             .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .filter(|name| !(keep_upgrade && name == header::UPGRADE));
+            .filter(|name| !(keep_upgrade && name == header::UPGRADE) && !set_by_whopgate(name));
         let named: SmallVec<[HeaderName; 4]> = named.collect();
         doomed.extend(named);
         doomed.push(header::CONNECTION);
@@ -121,6 +123,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, found: &NamesFound, keep_upgrad
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Headers whopgate itself puts on the forwarded request. A client that names one in
+/// `Connection` must not get the proxy to drop it: the identity headers would vanish after the
+/// gate set them, and `Host` or the request id with them.
+fn set_by_whopgate(name: &HeaderName) -> bool {
+    name == header::HOST || name == X_REQUEST_ID || is_identity_header(name.as_str())
 }
 
 /// Who sent the request and whether their forwarding headers are believed.
@@ -267,6 +276,22 @@ mod tests {
         let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["accept", "x-whop-user-token"]);
+    }
+
+    #[test]
+    fn connection_cannot_name_what_whopgate_sets() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("x-whop-user-id, Host, x-request-id, x-whopgate-source, x-a"));
+        h.insert("x-whop-user-id", HeaderValue::from_static("user_1"));
+        h.insert("x-whopgate-source", HeaderValue::from_static("user_token"));
+        h.insert("host", HeaderValue::from_static("app.test"));
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        let found = NamesFound::scan(&h);
+        strip_hop_by_hop(&mut h, &found, false);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["host", "x-request-id", "x-whop-user-id", "x-whopgate-source"]);
     }
 
     #[test]

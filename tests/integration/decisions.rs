@@ -87,6 +87,27 @@ async fn forged_headers_are_replaced_by_the_real_identity() {
     assert_eq!(seen.header("x-whop-user-id"), ["user_alice"]);
     assert_eq!(seen.header("x-whop-access-level"), ["customer"]);
     assert_eq!(seen.header("x-whopgate-source"), ["user_token"]);
+
+    // Naming the gate's headers in `Connection` (hop-by-hop, so a proxy drops what it names)
+    // must not strip them after the gate has set them.
+    let r = s
+        .client
+        .get(s.gate.url("/dashboard"))
+        .header("x-whop-user-token", s.mock.mint_token("user_alice").unwrap())
+        .header("connection", "keep-alive, x-whop-user-id, X-Whop-Access-Level, x-whop-resource-id, x-whopgate-source")
+        .header("connection", "x-request-id, host, x-forwarded-for")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = s.up.last();
+    assert_eq!(seen.header("x-whop-user-id"), ["user_alice"]);
+    assert_eq!(seen.header("x-whop-access-level"), ["customer"]);
+    assert_eq!(seen.header("x-whop-resource-id"), ["prod_mockproduct1"]);
+    assert_eq!(seen.header("x-whopgate-source"), ["user_token"]);
+    assert_eq!(seen.header("x-request-id").len(), 1);
+    assert_eq!(seen.header("host").len(), 1);
+    assert_eq!(seen.header("x-forwarded-for"), ["127.0.0.1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
