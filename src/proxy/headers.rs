@@ -109,7 +109,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, found: &NamesFound, keep_upgrad
     if found.connection {
         let named = connection_tokens(headers)
             .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .filter(|name| !(keep_upgrade && name == header::UPGRADE) && !set_by_whopgate(name));
+            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+            .filter(|name| !set_by_whopgate(name));
         let named: SmallVec<[HeaderName; 4]> = named.collect();
         doomed.extend(named);
         doomed.push(header::CONNECTION);
