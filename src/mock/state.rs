@@ -277,6 +277,28 @@ pub struct Membership {
 }
 
 impl Membership {
+    /// A membership with only what every one needs; the rest takes its documented defaults.
+    pub fn new(
+        id: impl Into<String>,
+        user_id: impl Into<String>,
+        product_id: impl Into<String>,
+        status: MembershipStatus,
+    ) -> Self {
+        Membership {
+            id: id.into(),
+            user_id: user_id.into(),
+            product_id: product_id.into(),
+            status,
+            plan_id: None,
+            license_key: None,
+            created_at: None,
+            updated_at: None,
+            expires_at: None,
+            renewal_period_start: None,
+            renewal_period_end: None,
+        }
+    }
+
     /// The plan id, defaulted from the product when the state gives none.
     pub fn plan(&self) -> String {
         match &self.plan_id {

@@ -229,19 +229,12 @@ async fn legacy_v5_list_defaults_to_valid_and_caps_per() {
     let mut state = MockState::default();
     for i in 0..60 {
         state.users.push(User { id: format!("user_bulk{i:02}"), username: String::new(), name: None, email: None });
-        state.memberships.push(Membership {
-            id: format!("mem_bulk{i:02}"),
-            user_id: format!("user_bulk{i:02}"),
-            product_id: "prod_mockproduct2".into(),
-            status: MembershipStatus::Trialing,
-            plan_id: None,
-            license_key: None,
-            created_at: None,
-            updated_at: None,
-            expires_at: None,
-            renewal_period_start: None,
-            renewal_period_end: None,
-        });
+        state.memberships.push(Membership::new(
+            format!("mem_bulk{i:02}"),
+            format!("user_bulk{i:02}"),
+            "prod_mockproduct2",
+            MembershipStatus::Trialing,
+        ));
     }
     let mock = start_with(state);
 

@@ -52,6 +52,16 @@ impl Setup {
         }
         request.send().await.unwrap()
     }
+
+    /// A GET of `path` as `user`, with `headers` added (repeated names are appended).
+    async fn get_with(&self, path: &str, user: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request =
+            self.client.get(self.gate.url(path)).header("x-whop-user-token", self.mock.mint_token(user).unwrap());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,17 +81,8 @@ async fn a_customer_gets_in_with_trustworthy_identity_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_headers_are_replaced_by_the_real_identity() {
     let s = setup().await;
-    let token = s.mock.mint_token("user_alice").unwrap();
-    let r = s
-        .client
-        .get(s.gate.url("/dashboard"))
-        .header("x-whop-user-token", token)
-        .header("x-whop-user-id", "user_carol")
-        .header("x-whop-access-level", "admin")
-        .header("x-whopgate-source", "dev")
-        .send()
-        .await
-        .unwrap();
+    let forged = [("x-whop-user-id", "user_carol"), ("x-whop-access-level", "admin"), ("x-whopgate-source", "dev")];
+    let r = s.get_with("/dashboard", "user_alice", &forged).await;
     assert_eq!(r.status(), 200);
     let seen = s.up.last();
     assert_eq!(seen.header("x-whop-user-id"), ["user_alice"]);
@@ -90,15 +91,11 @@ async fn forged_headers_are_replaced_by_the_real_identity() {
 
     // Naming the gate's headers in `Connection` (hop-by-hop, so a proxy drops what it names)
     // must not strip them after the gate has set them.
-    let r = s
-        .client
-        .get(s.gate.url("/dashboard"))
-        .header("x-whop-user-token", s.mock.mint_token("user_alice").unwrap())
-        .header("connection", "keep-alive, x-whop-user-id, X-Whop-Access-Level, x-whop-resource-id, x-whopgate-source")
-        .header("connection", "x-request-id, host, x-forwarded-for")
-        .send()
-        .await
-        .unwrap();
+    let naming = [
+        ("connection", "keep-alive, x-whop-user-id, X-Whop-Access-Level, x-whop-resource-id, x-whopgate-source"),
+        ("connection", "x-request-id, host, x-forwarded-for"),
+    ];
+    let r = s.get_with("/dashboard", "user_alice", &naming).await;
     assert_eq!(r.status(), 200);
     let seen = s.up.last();
     assert_eq!(seen.header("x-whop-user-id"), ["user_alice"]);

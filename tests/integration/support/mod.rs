@@ -90,19 +90,12 @@ pub fn state_with_customers(n: usize) -> whopgate::mock::MockState {
     for i in 0..n {
         let id = format!("user_load{i:04}");
         state.users.push(whopgate::mock::User { id: id.clone(), username: String::new(), name: None, email: None });
-        state.memberships.push(whopgate::mock::Membership {
-            id: format!("mem_load{i:08}"),
-            user_id: id,
-            product_id: "prod_mockproduct1".into(),
-            status: MembershipStatus::Active,
-            plan_id: None,
-            license_key: None,
-            created_at: None,
-            updated_at: None,
-            expires_at: None,
-            renewal_period_start: None,
-            renewal_period_end: None,
-        });
+        state.memberships.push(whopgate::mock::Membership::new(
+            format!("mem_load{i:08}"),
+            id,
+            "prod_mockproduct1",
+            MembershipStatus::Active,
+        ));
     }
     state
 }
