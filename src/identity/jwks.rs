@@ -411,11 +411,11 @@ impl Inner {
 
     /// Ends a fetch: waiters wake, and the set counts as loaded.
     fn finish(&self) {
+        // Loaded before the waiters wake: one woken by `finished` must already see it.
+        self.loaded.send_replace(true);
         let mut state = self.lock_state();
         state.in_flight = false;
         self.finished.send_modify(|n| *n += 1);
-        drop(state);
-        self.loaded.send_replace(true);
     }
 }
 
