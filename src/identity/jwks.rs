@@ -169,10 +169,9 @@ struct Inner {
     static_keys: Vec<Arc<VerifyingKey>>,
     keys: RwLock<Arc<Keys>>,
     state: Mutex<FetchState>,
-    /// Fetches finished (successful or not); waiters of a fetch watch it.
+    /// Fetches finished (successful or not); waiters of a fetch watch it, and the set is loaded
+    /// once it is above 0 (one value, so that no waiter sees one fact without the other).
     finished: watch::Sender<u64>,
-    /// True once the first fetch has finished (at once without a JWKS URL).
-    loaded: watch::Sender<bool>,
 }
 
 /// The keys that verify user tokens, and the fetching that keeps them current. Cheap to clone
@@ -225,7 +224,6 @@ impl KeySet {
                 next_scheduled: Instant::now(),
             }),
             finished: watch::Sender::new(0),
-            loaded: watch::Sender::new(!fetching),
         });
         if fetching {
             runtime.spawn(maintain(Arc::downgrade(&inner)));
@@ -296,14 +294,17 @@ impl KeySet {
     /// Resolves once the first JWKS fetch has finished, whether it succeeded or not; at once
     /// without a JWKS URL.
     pub async fn loaded(&self) {
-        let mut loaded = self.inner.loaded.subscribe();
+        if self.inner.url.is_none() {
+            return;
+        }
+        let mut finished = self.inner.finished.subscribe();
         // An error means the sender is gone, which cannot happen while `self` lives.
-        let _ = loaded.wait_for(|l| *l).await;
+        let _ = finished.wait_for(|n| *n > 0).await;
     }
 
     /// True once the first JWKS fetch has finished (or when there is no JWKS URL).
     pub fn is_loaded(&self) -> bool {
-        *self.inner.loaded.borrow()
+        self.inner.url.is_none() || *self.inner.finished.borrow() > 0
     }
 
     /// True when the set fetches a JWKS.
@@ -411,8 +412,6 @@ impl Inner {
 
     /// Ends a fetch: waiters wake, and the set counts as loaded.
     fn finish(&self) {
-        // Loaded before the waiters wake: one woken by `finished` must already see it.
-        self.loaded.send_replace(true);
         let mut state = self.lock_state();
         state.in_flight = false;
         self.finished.send_modify(|n| *n += 1);
