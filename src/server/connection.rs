@@ -1,12 +1,17 @@
 //! Serving one client connection: HTTP/1.1 or h2c (prior knowledge), with the server limits, and
 //! a graceful end when the server drains.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -62,7 +67,6 @@ pub async fn serve<I, S, B>(
         }
     };
     let io = TokioIo::new(Rewind::new(prefix, io));
-    let service = AlwaysReady(service);
 
     let result = if is_h2 {
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -70,7 +74,7 @@ pub async fn serve<I, S, B>(
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(256);
-        let conn = builder.serve_connection(io, service);
+        let conn = builder.serve_connection(io, AlwaysReady(service));
         tokio::pin!(conn);
         tokio::select! {
             result = conn.as_mut() => result,
@@ -81,18 +85,31 @@ pub async fn serve<I, S, B>(
         }
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
+        // The header timeout is the idle watch below, not hyper's, which arms a timer for every
+        // request.
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
+            .header_read_timeout(None::<Duration>)
             .max_header_size(limits.max_header_bytes)
             .keep_alive(true);
+        let activity = Arc::new(Activity::default());
+        let service = Watched { inner: service, activity: activity.clone() };
         let conn = builder.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
+        let served = async {
+            tokio::select! {
+                result = conn.as_mut() => result,
+                _ = crate::server::stopped(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            }
+        };
         tokio::select! {
-            result = conn.as_mut() => result,
-            _ = crate::server::stopped(&mut shutdown) => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
+            result = served => result,
+            () = idle_watch(&activity, limits.header_read_timeout) => {
+                tracing::debug!("client sent no request head in time; disconnecting");
+                Ok(())
             }
         }
     };
@@ -120,6 +137,128 @@ where
     }
 }
 
+/// What an HTTP/1.1 connection's idle watch sees: requests begun and finished.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Requests whose head has arrived.
+    started: AtomicU64,
+    /// Requests whose response is done (its body finished or dropped).
+    finished: AtomicU64,
+}
+
+impl Activity {
+    fn snapshot(&self) -> (u64, u64) {
+        (self.started.load(Ordering::Relaxed), self.finished.load(Ordering::Relaxed))
+    }
+}
+
+/// Returns once the connection has had no request in flight and no new request head for
+/// `timeout` (give or take a quarter): a client that trickles its head, or sends nothing on a
+/// kept-alive connection, is then dropped. Checking a few times per timeout costs a timer per
+/// connection per check, where a deadline per request would cost one per request.
+async fn idle_watch(activity: &Activity, timeout: Duration) {
+    const CHECKS: u32 = 4;
+    let period = (timeout / CHECKS).max(Duration::from_millis(1));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = activity.snapshot();
+    let mut quiet = 0;
+    loop {
+        ticks.tick().await;
+        let now = activity.snapshot();
+        if now == last && now.0 == now.1 {
+            quiet += 1;
+            if quiet >= CHECKS {
+                return;
+            }
+        } else {
+            quiet = 0;
+        }
+        last = now;
+    }
+}
+
+/// The sidecar's service on an HTTP/1.1 connection, counting requests for the idle watch.
+#[derive(Debug, Clone)]
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Watched<S>
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone,
+{
+    type Response = Response<WatchedBody<B>>;
+    type Error = S::Error;
+    type Future = WatchedFuture<S::Future>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.activity.started.fetch_add(1, Ordering::Relaxed);
+        WatchedFuture { inner: self.inner.clone().call(req), done: Some(Finished(self.activity.clone())) }
+    }
+}
+
+/// Counts a request finished when dropped: with its response body, or with the response
+/// future if there is no response.
+#[derive(Debug)]
+struct Finished(Arc<Activity>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Watched`]'s response future.
+    struct WatchedFuture<F> {
+        #[pin]
+        inner: F,
+        done: Option<Finished>,
+    }
+}
+
+impl<F, B, E> Future for WatchedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<WatchedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let done = this.done.take();
+        Poll::Ready(result.map(|response| response.map(|inner| WatchedBody { inner, _done: done })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its request finished when it is dropped.
+    struct WatchedBody<B> {
+        #[pin]
+        inner: B,
+        _done: Option<Finished>,
+    }
+}
+
+impl<B: Body> Body for WatchedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Reads until the first bytes show whether this is an h2c prior-knowledge connection.
 async fn sniff<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(Bytes, bool)> {
     let mut buf = BytesMut::with_capacity(4096);
@@ -140,6 +279,51 @@ async fn sniff<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(Bytes, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How long `idle_watch` took to return, or `None` if it was still watching at `limit`.
+    async fn watched_for(activity: &Activity, timeout: Duration, limit: Duration) -> Option<Duration> {
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(limit, idle_watch(activity, timeout)).await.ok().map(|()| started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_a_request_is_dropped_after_the_timeout() {
+        let activity = Activity::default();
+        let took = watched_for(&activity, Duration::from_secs(10), Duration::from_secs(60)).await;
+        assert_eq!(took, Some(Duration::from_secs(10)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_is_never_cut() {
+        let activity = Activity::default();
+        activity.started.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(watched_for(&activity, Duration::from_secs(10), Duration::from_secs(600)).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_counts_from_the_last_response() {
+        let activity = Arc::new(Activity::default());
+        let started = tokio::time::Instant::now();
+        let requests = {
+            let activity = activity.clone();
+            async move {
+                // Three requests of 20 s each, one after another, then silence.
+                for _ in 0..3 {
+                    activity.started.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_secs(20)).await;
+                    activity.finished.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        };
+        let (took, ()) =
+            tokio::join!(watched_for(&activity, Duration::from_secs(10), Duration::from_secs(600)), requests);
+        let idle = took.expect("the idle connection was dropped") - Duration::from_secs(60);
+        assert!(
+            idle >= Duration::from_secs(10) && idle <= Duration::from_millis(12_500),
+            "dropped {idle:?} after the last response"
+        );
+        assert!(started.elapsed() >= Duration::from_secs(70));
+    }
 
     #[tokio::test]
     async fn sniffs_versions() {
