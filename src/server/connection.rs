@@ -1,11 +1,13 @@
 //! Serving one client connection: HTTP/1.1 or h2c (prior knowledge), with the server limits, and
 //! a graceful end when the server drains.
+//!
+//! The connection is supervised by its worker's [`Supervisor`]: it closes when no request head
+//! arrives within the header timeout, and drains when the server stops.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,9 +17,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::watch;
 
 use super::rewind::Rewind;
+use super::supervisor::{ConnWatch, Order, Supervisor};
 
 /// The HTTP/2 connection preface a prior-knowledge h2c client starts with.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -31,15 +33,15 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
 }
 
-/// Serves HTTP on `io` with `service` until the client leaves or `shutdown` flips and the
-/// in-flight request is done. `h2` is what TLS ALPN chose; `None` (cleartext) means sniff for the
-/// h2c preface.
-pub async fn serve<I, S, B>(
+/// Serves HTTP on `io` with `service` until the client leaves, the header timeout passes with no
+/// request, or the server stops and the in-flight request is done (both told by `supervisor`).
+/// `h2` is what TLS ALPN chose; `None` (cleartext) means sniff for the h2c preface.
+pub(crate) async fn serve<I, S, B>(
     io: I,
     h2: Option<bool>,
     limits: &ConnectionLimits,
     service: S,
-    mut shutdown: watch::Receiver<bool>,
+    supervisor: &Supervisor,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -67,6 +69,8 @@ pub async fn serve<I, S, B>(
         }
     };
     let io = TokioIo::new(Rewind::new(prefix, io));
+    // HTTP/2 has no header timeout of ours (hyper's h2 keeps its own limits), only the drain.
+    let watch = supervisor.watch(!is_h2);
 
     let result = if is_h2 {
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -75,47 +79,50 @@ pub async fn serve<I, S, B>(
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(256);
         let conn = builder.serve_connection(io, AlwaysReady(service));
-        tokio::pin!(conn);
-        tokio::select! {
-            result = conn.as_mut() => result,
-            _ = crate::server::stopped(&mut shutdown) => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        }
+        supervised(conn, &watch, |conn| conn.graceful_shutdown()).await
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
-        // The header timeout is the idle watch below, not hyper's, which arms a timer for every
-        // request.
+        // The header timeout is the supervisor's sweep, not hyper's, which arms a timer for
+        // every request.
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(None::<Duration>)
             .max_header_size(limits.max_header_bytes)
             .keep_alive(true);
-        let activity = Arc::new(Activity::default());
-        let service = Watched { inner: service, activity: activity.clone() };
+        let service = Watched { inner: service, watch: watch.clone() };
         let conn = builder.serve_connection(io, service).with_upgrades();
-        tokio::pin!(conn);
-        let served = async {
-            tokio::select! {
-                result = conn.as_mut() => result,
-                _ = crate::server::stopped(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
-                }
-            }
-        };
-        tokio::select! {
-            result = served => result,
-            () = idle_watch(&activity, limits.header_read_timeout) => {
-                tracing::debug!("client sent no request head in time; disconnecting");
-                Ok(())
-            }
-        }
+        supervised(conn, &watch, |conn| conn.graceful_shutdown()).await
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "client connection ended with an error");
     }
+}
+
+/// Drives `conn`, doing what the supervisor orders: one atomic load per wake, where polling the
+/// shutdown channel would take its lock (shared by every connection) on every wake.
+async fn supervised<C>(conn: C, watch: &ConnWatch, drain: impl Fn(Pin<&mut C>)) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let mut conn = pin!(conn);
+    let mut draining = false;
+    poll_fn(|cx| {
+        match watch.order(cx.waker()) {
+            Order::Run => {}
+            Order::Drain => {
+                if !draining {
+                    draining = true;
+                    drain(conn.as_mut());
+                }
+            }
+            Order::Close => {
+                tracing::debug!("client sent no request head in time; disconnecting");
+                return Poll::Ready(Ok(()));
+            }
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// A tower service as a hyper service, for the sidecar's services, which are always ready
@@ -137,52 +144,11 @@ where
     }
 }
 
-/// What an HTTP/1.1 connection's idle watch sees: requests begun and finished.
-#[derive(Debug, Default)]
-struct Activity {
-    /// Requests whose head has arrived.
-    started: AtomicU64,
-    /// Requests whose response is done (its body finished or dropped).
-    finished: AtomicU64,
-}
-
-impl Activity {
-    fn snapshot(&self) -> (u64, u64) {
-        (self.started.load(Ordering::Relaxed), self.finished.load(Ordering::Relaxed))
-    }
-}
-
-/// Returns once the connection has had no request in flight and no new request head for
-/// `timeout` (give or take a quarter): a client that trickles its head, or sends nothing on a
-/// kept-alive connection, is then dropped. Checking a few times per timeout costs a timer per
-/// connection per check, where a deadline per request would cost one per request.
-async fn idle_watch(activity: &Activity, timeout: Duration) {
-    const CHECKS: u32 = 4;
-    let period = (timeout / CHECKS).max(Duration::from_millis(1));
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = activity.snapshot();
-    let mut quiet = 0;
-    loop {
-        ticks.tick().await;
-        let now = activity.snapshot();
-        if now == last && now.0 == now.1 {
-            quiet += 1;
-            if quiet >= CHECKS {
-                return;
-            }
-        } else {
-            quiet = 0;
-        }
-        last = now;
-    }
-}
-
-/// The sidecar's service on an HTTP/1.1 connection, counting requests for the idle watch.
+/// The sidecar's service on an HTTP/1.1 connection, counting requests for the supervisor.
 #[derive(Debug, Clone)]
 struct Watched<S> {
     inner: S,
-    activity: Arc<Activity>,
+    watch: Arc<ConnWatch>,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Watched<S>
@@ -194,19 +160,19 @@ where
     type Future = WatchedFuture<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.activity.started.fetch_add(1, Ordering::Relaxed);
-        WatchedFuture { inner: self.inner.clone().call(req), done: Some(Finished(self.activity.clone())) }
+        self.watch.request_started();
+        WatchedFuture { inner: self.inner.clone().call(req), done: Some(Finished(self.watch.clone())) }
     }
 }
 
 /// Counts a request finished when dropped: with its response body, or with the response
 /// future if there is no response.
 #[derive(Debug)]
-struct Finished(Arc<Activity>);
+struct Finished(Arc<ConnWatch>);
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        self.0.finished.fetch_add(1, Ordering::Relaxed);
+        self.0.request_finished();
     }
 }
 
@@ -279,56 +245,6 @@ async fn sniff<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(Bytes, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// How long `idle_watch` took to return, or `None` if it was still watching at `limit`.
-    async fn watched_for(activity: &Activity, timeout: Duration, limit: Duration) -> Option<Duration> {
-        let started = tokio::time::Instant::now();
-        tokio::time::timeout(limit, idle_watch(activity, timeout)).await.ok().map(|()| started.elapsed())
-    }
-
-    #[tokio::test]
-    async fn a_connection_without_a_request_is_dropped_after_the_timeout() {
-        let activity = Activity::default();
-        let timeout = Duration::from_millis(200);
-        let took =
-            watched_for(&activity, timeout, Duration::from_secs(10)).await.expect("the silent connection was dropped");
-        // Never early; late by at most a quarter, plus what a loaded machine adds.
-        assert!(took >= timeout && took < Duration::from_secs(2), "dropped after {took:?}");
-    }
-
-    #[tokio::test]
-    async fn a_request_in_flight_is_never_cut() {
-        let activity = Activity::default();
-        activity.started.fetch_add(1, Ordering::Relaxed);
-        // Twenty timeouts long.
-        assert_eq!(watched_for(&activity, Duration::from_millis(50), Duration::from_secs(1)).await, None);
-    }
-
-    #[tokio::test]
-    async fn the_timeout_counts_from_the_last_response() {
-        let activity = Arc::new(Activity::default());
-        let timeout = Duration::from_millis(100);
-        let requests = {
-            let activity = activity.clone();
-            async move {
-                // Three requests of two timeouts each, one after another, then silence.
-                for _ in 0..3 {
-                    activity.started.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(2 * timeout).await;
-                    activity.finished.fetch_add(1, Ordering::Relaxed);
-                }
-                tokio::time::Instant::now()
-            }
-        };
-        let watch = async {
-            let took = watched_for(&activity, timeout, Duration::from_secs(10)).await;
-            (took, tokio::time::Instant::now())
-        };
-        let ((took, dropped_at), last_response) = tokio::join!(watch, requests);
-        assert!(took.is_some(), "the idle connection was never dropped");
-        let idle = dropped_at - last_response;
-        assert!(idle >= timeout && idle < Duration::from_secs(1), "dropped {idle:?} after the last response");
-    }
 
     #[tokio::test]
     async fn sniffs_versions() {

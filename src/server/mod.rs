@@ -7,6 +7,7 @@
 mod connection;
 mod listener;
 mod rewind;
+mod supervisor;
 mod tls;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tower_layer::Layer;
 
 pub use connection::ConnectionLimits;
+use supervisor::Supervisor;
 pub use tls::{ReloadingCert, TlsError};
 
 use crate::gate::Gate;
@@ -141,6 +143,9 @@ impl Worker {
         // The proxy reads the identity headers; WhopUser in the extensions would go unused.
         let layer = self.gate.layer().without_user_extension();
         let tracker = TaskTracker::new();
+        let supervisor = Supervisor::new(self.settings.limits.header_read_timeout, self.shutdown.clone());
+        // Ends with the worker's runtime.
+        tokio::spawn(supervisor.clone().run());
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -169,10 +174,10 @@ impl Worker {
             let peer = Peer::new(peer.ip(), tls, &self.settings.trusted_proxies);
             let service = layer.layer(self.proxy.service(pool.clone(), peer));
             let settings = self.settings.clone();
-            let shutdown = self.shutdown.clone();
+            let supervisor = supervisor.clone();
             tracker.spawn(async move {
                 match &settings.tls {
-                    None => connection::serve(stream, None, &settings.limits, service, shutdown).await,
+                    None => connection::serve(stream, None, &settings.limits, service, &supervisor).await,
                     Some(acceptor) => {
                         // The handshake counts against the header timeout: a slow TLS client is a
                         // slow client.
@@ -180,7 +185,7 @@ impl Worker {
                         match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                             Ok(Ok(tls_stream)) => {
                                 let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                                connection::serve(tls_stream, Some(h2), &settings.limits, service, shutdown).await;
+                                connection::serve(tls_stream, Some(h2), &settings.limits, service, &supervisor).await;
                             }
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
