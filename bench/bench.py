@@ -234,7 +234,7 @@ def main():
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--users", type=int, default=10000, help="distinct users of row (f)")
-    parser.add_argument("--only", default="abcdefg", help="rows to run, e.g. 'bde'")
+    parser.add_argument("--only", default="abcdefgh", help="rows to run, e.g. 'bde'")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -307,6 +307,10 @@ def main():
                   {"lua": lua, "lua_args": [many_tokens]}),
             "g": ("axum app + GateLayer, gated, 1 user", f"http://127.0.0.1:{axum_port}/app",
                   {"headers": [token_header]}),
+            # Not a target: (d) with a header as long as (e)'s token (same name length, same value
+            # length), so (h) - (e) is the gate's own work at equal request size.
+            "h": ("whopgate, public route, (e)'s request size", f"{gate}/public",
+                  {"headers": [f"x-request-padding: {'p' * len(tokens[0])}"]}),
         }
         rows = {k: v for k, v in rows.items() if k in args.only}
 
@@ -401,6 +405,10 @@ def main():
         checks.append(("ready <= 100 ms", cold <= 0.1, f"{cold * 1000:.0f} ms"))
         for name, ok, value in checks:
             print(f"  {'PASS' if ok else 'FAIL'}  {name}: {value}")
+        if {"e", "h"} <= med.keys():
+            diff = 1 - ratio("e", "h")
+            print(f"  info  (h) - (e), the gate's own work at equal request size: {diff * 100:+.1f} %, "
+                  f"(e)/(h) {ratio('e', 'h'):.2f}{spread('e', 'h')}")
 
         if args.json:
             with open(args.json, "w") as f:
