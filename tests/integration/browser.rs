@@ -87,9 +87,7 @@ async fn a_browser_signs_in_with_whop_sees_me_and_signs_out() {
     let page = client.find(Locator::Css("body")).await.unwrap().text().await.unwrap();
     assert!(page.contains("\"target\":\"/dashboard?tab=2\""), "the app's page: {page}");
     let seen = up.last();
-    assert_eq!(seen.header("x-whop-user-id"), ["user_alice"]);
-    assert_eq!(seen.header("x-whopgate-source"), ["session"]);
-    assert_eq!(seen.header("x-whop-access-level"), ["customer"]);
+    seen.assert_identity("user_alice", "session", "customer");
     assert!(!seen.header("cookie").iter().any(|c| c.contains("__Host-whopgate")), "the session cookie reached the app");
     assert_eq!(mock.calls(EndpointKind::OauthAuthorize), 1);
     assert_eq!(mock.calls(EndpointKind::OauthToken), 1);

@@ -29,9 +29,7 @@ async fn license_keys_identify_the_membership_user() {
     let r = with_key("MOCK-ALICE-LICENSE").await.unwrap();
     assert_eq!(r.status(), 200);
     let seen = up.last();
-    assert_eq!(seen.header("x-whop-user-id"), ["user_alice"]);
-    assert_eq!(seen.header("x-whopgate-source"), ["license_key"]);
-    assert_eq!(seen.header("x-whop-access-level"), ["customer"]);
+    seen.assert_identity("user_alice", "license_key", "customer");
 
     // Canceled: 403 naming the status.
     let r = with_key("MOCK-DAVE-LICENSE").await.unwrap();
@@ -88,9 +86,7 @@ async fn the_dev_identity_makes_no_whop_calls() {
     let r = reqwest::get(gate.url("/anything")).await.unwrap();
     assert_eq!(r.status(), 200);
     let seen = up.last();
-    assert_eq!(seen.header("x-whop-user-id"), ["user_devperson"]);
-    assert_eq!(seen.header("x-whopgate-source"), ["dev"]);
-    assert_eq!(seen.header("x-whop-access-level"), ["customer"]);
+    seen.assert_identity("user_devperson", "dev", "customer");
     assert_eq!(reqwest::get(gate.url("/admin")).await.unwrap().status(), 403, "a customer dev identity is no admin");
     // A real token still comes first.
     let carol = mock.mint_token("user_carol").unwrap();

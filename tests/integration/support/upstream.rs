@@ -32,6 +32,14 @@ impl Seen {
     pub fn header(&self, name: &str) -> Vec<String> {
         self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).collect()
     }
+
+    /// Asserts the identity headers the gate sets: exactly one of each, with these values.
+    #[track_caller]
+    pub fn assert_identity(&self, user: &str, source: &str, access_level: &str) {
+        assert_eq!(self.header("x-whop-user-id"), [user]);
+        assert_eq!(self.header("x-whopgate-source"), [source]);
+        assert_eq!(self.header("x-whop-access-level"), [access_level]);
+    }
 }
 
 /// A running upstream.
