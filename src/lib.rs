@@ -30,6 +30,7 @@ pub mod log;
 pub mod metrics;
 pub mod mock;
 pub mod path;
+pub mod per_core;
 pub mod proxy;
 pub mod response;
 pub mod route;

@@ -386,7 +386,7 @@ fn set_identity_headers<B>(
     if let (Some((access, i)), Some(rule)) = (grant, rule) {
         headers.insert(X_WHOP_ACCESS_LEVEL.clone(), HeaderValue::from_static(access.as_str()));
         if let Some((id, value)) = rule.resources.get(i) {
-            headers.insert(X_WHOP_RESOURCE_ID.clone(), value.clone());
+            headers.insert(X_WHOP_RESOURCE_ID.clone(), value.local().clone());
             resource = Some(id);
         }
     }

@@ -65,6 +65,7 @@ use crate::endpoints::SignIn;
 use crate::identity::session::{SessionCodec, SessionSetupError};
 use crate::identity::{Identifier, Identity, LicenseKeyVerifier, Sources, UserTokenSetupError, UserTokenVerifier};
 use crate::metrics::{Metrics, RouteCounters};
+use crate::per_core::PerCore;
 use crate::route::RouteTable;
 use crate::whop::WhopClient;
 
@@ -193,7 +194,15 @@ impl Gate {
                 resources: rule
                     .require
                     .iter()
-                    .filter_map(|r| HeaderValue::from_str(r).ok().map(|v| (r.clone(), v)))
+                    .filter_map(|r| {
+                        // Each core gets its own allocation (`from_str` copies): the clone each
+                        // request makes then bumps a count only that core writes.
+                        HeaderValue::from_str(r).ok()?;
+                        Some((
+                            r.clone(),
+                            PerCore::new(|| HeaderValue::from_str(r).unwrap_or(HeaderValue::from_static(""))),
+                        ))
+                    })
                     .collect(),
             })
             .collect();
@@ -303,12 +312,12 @@ pub(crate) struct GateState {
     signin: Option<Arc<SignIn>>,
 }
 
-/// What the gate keeps per rule, resolved once: metric handles and header values.
+/// What the gate keeps per rule, resolved once: metric handles and header values (one per core).
 #[derive(Debug)]
 pub(crate) struct RuleState {
     label: Arc<str>,
     counters: RouteCounters,
-    resources: Vec<(Arc<str>, HeaderValue)>,
+    resources: Vec<(Arc<str>, PerCore<HeaderValue>)>,
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ use std::time::Instant;
 use http::Method;
 use http::header::HeaderValue;
 
-use crate::metrics::{Decision, Metrics};
+use super::service::LayerGate;
+use crate::metrics::Decision;
 
 /// The access log's tracing target: filter it with `RUST_LOG=whopgate::access=off` (or `=info`).
 pub const ACCESS_TARGET: &str = "whopgate::access";
@@ -29,13 +30,13 @@ pub(crate) struct Record {
     /// `None` for whopgate's own endpoints, which are not route decisions.
     decision: Option<Decision>,
     status: u16,
-    metrics: Arc<Metrics>,
+    gate: LayerGate,
     log: Option<Box<LogLine>>,
 }
 
 impl Record {
-    pub fn new(start: Instant, decision: Option<Decision>, metrics: Arc<Metrics>, log: Option<Box<LogLine>>) -> Self {
-        Self { start, decision, status: 0, metrics, log }
+    pub fn new(start: Instant, decision: Option<Decision>, gate: LayerGate, log: Option<Box<LogLine>>) -> Self {
+        Self { start, decision, status: 0, gate, log }
     }
 
     pub fn set_status(&mut self, status: u16) {
@@ -52,7 +53,7 @@ impl Drop for Record {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         if let Some(decision) = self.decision {
-            self.metrics.observe_request(decision, elapsed.as_secs_f64());
+            self.gate.metrics.observe_request(decision, elapsed);
         }
         if let Some(line) = self.log.take() {
             tracing::info!(

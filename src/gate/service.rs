@@ -48,16 +48,22 @@ impl<S> Layer<S> for GateLayer {
     type Service = GateService<S>;
 
     fn layer(&self, inner: S) -> GateService<S> {
-        GateService { inner, state: self.state.clone(), user_extension: self.user_extension }
+        GateService { inner, state: Arc::new(self.state.clone()), user_extension: self.user_extension }
     }
 }
+
+/// The gate as the services made by one [`Layer::layer`] call hold it (in the sidecar: one
+/// client connection). Every request clones it, so it has a reference count of its own: a cache
+/// line written by that connection's core alone, where one count shared by every connection
+/// would bounce between cores on each request.
+pub(crate) type LayerGate = Arc<Arc<GateState>>;
 
 /// The gate around an inner service. Denials are responses, never errors: the error type is the
 /// inner service's, so it composes without `HandleErrorLayer`.
 #[derive(Debug, Clone)]
 pub struct GateService<S> {
     inner: S,
-    state: Arc<GateState>,
+    state: LayerGate,
     user_extension: bool,
 }
 
@@ -144,7 +150,7 @@ pin_project! {
         state: FutureState<S, ReqB>,
         start: Instant,
         request_id: HeaderValue,
-        gate: Arc<GateState>,
+        gate: LayerGate,
     }
 }
 
@@ -159,7 +165,7 @@ pin_project! {
             rule: usize,
             inner: Option<S>,
             req: Option<Request<ReqB>>,
-            gate: Arc<GateState>,
+            gate: LayerGate,
             log: bool,
             user_extension: bool,
         },
@@ -194,7 +200,7 @@ where
                 }
                 FutureStateProj::Inner { fut, decision, log } => {
                     let response = ready!(fut.poll(cx))?;
-                    let record = Record::new(*this.start, Some(*decision), this.gate.metrics.clone(), log.take());
+                    let record = Record::new(*this.start, Some(*decision), this.gate.clone(), log.take());
                     let (parts, body) = response.into_parts();
                     return Poll::Ready(Ok(finish(parts, record, this.request_id, |r| GateBody::inner(body, r))));
                 }
@@ -206,7 +212,7 @@ where
                     let Some(response) = response.take() else {
                         return Poll::Pending;
                     };
-                    let record = Record::new(*this.start, *decision, this.gate.metrics.clone(), log.take());
+                    let record = Record::new(*this.start, *decision, this.gate.clone(), log.take());
                     let (parts, body) = response.into_parts();
                     return Poll::Ready(Ok(finish(parts, record, this.request_id, |r| GateBody::local(body, r))));
                 }

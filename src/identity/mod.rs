@@ -97,4 +97,19 @@ impl Identity {
         };
         Some(Self { fixed_access: Some(access), ..Self::new(&config.user_id, Source::Dev)? })
     }
+
+    /// A copy that shares no allocation with `self`. Each thread's token map holds its own, so
+    /// the reference counts a request bumps (the identity's, its user header's) are written by
+    /// one core alone rather than bounced between cores.
+    pub fn unshared(&self) -> Self {
+        Self {
+            user_id: Arc::from(&*self.user_id),
+            user_header: HeaderValue::from_bytes(self.user_header.as_bytes())
+                .unwrap_or_else(|_| self.user_header.clone()),
+            source: self.source,
+            name: self.name.as_deref().map(Arc::from),
+            email: self.email.as_deref().map(Arc::from),
+            fixed_access: self.fixed_access,
+        }
+    }
 }

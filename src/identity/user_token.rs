@@ -916,7 +916,12 @@ mod tests {
         let first = f.verifier.verify(&token).await.unwrap();
         assert_eq!((f.cache_count("miss"), f.cache_count("hit")), (1, 0));
         let second = f.verifier.verify(&token).await.unwrap();
-        assert!(Arc::ptr_eq(&first, &second), "the remembered identity, not a new check");
+        // The remembered identity (this thread's own copy of it), not a new check.
+        assert_eq!(
+            (&*first.user_id, &first.user_header, first.source),
+            (&*second.user_id, &second.user_header, second.source)
+        );
+        assert!(!Arc::ptr_eq(&first.user_id, &second.user_id), "the thread's copy shares no allocation");
         assert!(matches!(f.verifier.verify_now(token.as_bytes()), Verification::Valid(_)));
         assert_eq!((f.cache_count("miss"), f.cache_count("hit")), (1, 2));
         assert_eq!(f.verifier.cached_tokens(), 1);

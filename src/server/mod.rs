@@ -85,6 +85,8 @@ impl Server {
                 shutdown: shutdown_rx.clone(),
             };
             let handle = std::thread::Builder::new().name(format!("whopgate-worker-{i}")).spawn(move || {
+                // Each worker counts in a metrics slot of its own.
+                crate::per_core::claim_slot(i);
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {

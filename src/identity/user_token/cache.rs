@@ -6,7 +6,9 @@
 //! ([`NEAR_CAPACITY`] at most): a moka read records itself in a buffer every thread writes to,
 //! which costs several hundred nanoseconds once two threads read at the same time, whereas the
 //! thread's own map is touched by no other thread. A repeated token therefore costs one hash
-//! lookup in memory no other thread writes, a clock read, an `Arc` clone and a counter add.
+//! lookup in memory no other thread writes, a clock read, an `Arc` clone and a counter add, all
+//! of it memory this thread alone writes: the near map holds the thread's own copy of the
+//! identity, and the counter is per core.
 //!
 //! Tokens never change, so the near maps need no invalidation: they obey the same expiry
 //! instant as the shared entry.
@@ -20,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::sync::Cache;
-use prometheus::{IntCounter, IntGauge};
+use prometheus::IntGauge;
 
 use crate::identity::Identity;
-use crate::metrics::Metrics;
+use crate::metrics::{Counter, Metrics};
 
 /// Most tokens one thread keeps in front of the shared cache.
 pub(super) const NEAR_CAPACITY: usize = 1024;
@@ -106,8 +108,8 @@ pub(super) struct TokenCache {
     id: u64,
     alive: Arc<()>,
     // Resolved once: looking a label set up per request would take the metric family's lock.
-    hits: IntCounter,
-    misses: IntCounter,
+    hits: Arc<Counter>,
+    misses: Arc<Counter>,
     /// `whopgate_cache_entries{cache="token"}`: the shared entries.
     entries: IntGauge,
 }
@@ -222,7 +224,13 @@ impl TokenCache {
                     map.clear();
                 }
             }
-            map.insert(entry.token.clone(), entry.clone());
+            // This thread's own copy of the identity: see `Identity::unshared`.
+            let local = Remembered {
+                token: entry.token.clone(),
+                identity: Arc::new(entry.identity.unshared()),
+                until: entry.until,
+            };
+            map.insert(entry.token.clone(), local);
         });
     }
 }

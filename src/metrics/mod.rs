@@ -1,14 +1,19 @@
 //! Prometheus metrics (SPEC §6).
 //!
 //! Label sets used on the request path are resolved once (per rule, per decision, per status) and
-//! kept as handles, so a request costs a few atomic adds and no map lookup or lock.
+//! kept as handles, so a request costs a few atomic adds and no map lookup or lock. The metrics a
+//! request updates are [`per_core`]: each core adds to a cache line of its own.
 
-use std::sync::OnceLock;
+pub mod per_core;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+pub use per_core::{Counter, CounterFamily, Histogram, HistogramFamily};
 
 /// How a request was judged: the `decision` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,12 +67,12 @@ impl Decision {
 /// The request counters of one route (or of "no route"), one per decision.
 #[derive(Debug, Clone)]
 pub struct RouteCounters {
-    by_decision: [IntCounter; 7],
+    by_decision: [Arc<Counter>; 7],
 }
 
 impl RouteCounters {
     /// The counter for `decision` on this route.
-    pub fn get(&self, decision: Decision) -> &IntCounter {
+    pub fn get(&self, decision: Decision) -> &Counter {
         &self.by_decision[decision.index()]
     }
 }
@@ -76,13 +81,13 @@ impl RouteCounters {
 #[derive(Debug, Clone)]
 pub struct CacheCounters {
     /// Served from the cache, fresh.
-    pub hit: IntCounter,
+    pub hit: Arc<Counter>,
     /// Not in the cache (or expired): a fetch was started.
-    pub miss: IntCounter,
+    pub miss: Arc<Counter>,
     /// Expired, but served because the source is failing (stale-if-error).
-    pub stale: IntCounter,
+    pub stale: Arc<Counter>,
     /// Joined a fetch another request had already started.
-    pub coalesced: IntCounter,
+    pub coalesced: Arc<Counter>,
 }
 
 /// Buckets for whole-request durations: from 100 µs (a cache hit) to 30 s (a slow upstream).
@@ -95,21 +100,21 @@ const WHOP_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
-    request_duration: [Histogram; 7],
+    requests: CounterFamily,
+    request_duration: [Arc<Histogram>; 7],
     /// `whopgate_whop_api_requests_total{endpoint, status}`
     pub whop_api_requests: IntCounterVec,
     /// `whopgate_whop_api_duration_seconds{endpoint}`
     pub whop_api_duration: HistogramVec,
     /// `whopgate_cache_requests_total{cache, result}`
-    pub cache_requests: IntCounterVec,
+    pub cache_requests: CounterFamily,
     /// `whopgate_cache_entries{cache}`
     pub cache_entries: IntGaugeVec,
     /// `whopgate_webhooks_total{result}`
     pub webhooks: IntCounterVec,
-    upstream_requests: IntCounterVec,
-    upstream_by_status: Box<[OnceLock<IntCounter>]>,
-    upstream_error: IntCounter,
+    upstream_requests: CounterFamily,
+    upstream_by_status: Box<[OnceLock<Arc<Counter>>]>,
+    upstream_error: Arc<Counter>,
 }
 
 impl Metrics {
@@ -118,20 +123,20 @@ impl Metrics {
         // The names and label sets below are fixed and valid, so registration cannot fail; a
         // failure would be a programming error caught by the tests.
         let registry = Registry::new();
-        let requests = counter_vec(
+        let requests = per_core_counters(
             &registry,
             "whopgate_requests_total",
             "Requests judged by the gate, by decision and route rule.",
             &["decision", "route"],
         );
-        let request_duration_vec = histogram_vec(
+        let request_duration_family = per_core_histograms(
             &registry,
             "whopgate_request_duration_seconds",
             "Whole request duration, from the first byte of the request to the last of the response.",
             &["decision"],
             &REQUEST_BUCKETS,
         );
-        let request_duration = Decision::ALL.map(|d| request_duration_vec.with_label_values(&[d.as_str()]));
+        let request_duration = Decision::ALL.map(|d| request_duration_family.with_label_values(&[d.as_str()]));
         let whop_api_requests = counter_vec(
             &registry,
             "whopgate_whop_api_requests_total",
@@ -145,7 +150,7 @@ impl Metrics {
             &["endpoint"],
             &WHOP_BUCKETS,
         );
-        let cache_requests = counter_vec(
+        let cache_requests = per_core_counters(
             &registry,
             "whopgate_cache_requests_total",
             "Cache lookups, by cache and result.",
@@ -156,7 +161,7 @@ impl Metrics {
                 .map(|g| register(&registry, g))
                 .unwrap_or_else(|e| unreachable_metric(e));
         let webhooks = counter_vec(&registry, "whopgate_webhooks_total", "Webhook deliveries, by result.", &["result"]);
-        let upstream_requests = counter_vec(
+        let upstream_requests = per_core_counters(
             &registry,
             "whopgate_upstream_requests_total",
             "Requests forwarded to the upstream, by response status (or error).",
@@ -184,8 +189,8 @@ impl Metrics {
     }
 
     /// Records one whole request.
-    pub fn observe_request(&self, decision: Decision, seconds: f64) {
-        self.request_duration[decision.index()].observe(seconds);
+    pub fn observe_request(&self, decision: Decision, elapsed: Duration) {
+        self.request_duration[decision.index()].observe(elapsed);
     }
 
     /// Counts one upstream answer by status.
@@ -256,6 +261,22 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
         .unwrap_or_else(|e| unreachable_metric(e))
 }
 
+fn per_core_counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterFamily {
+    CounterFamily::new(name, help, labels).map(|c| register(registry, c)).unwrap_or_else(|e| unreachable_metric(e))
+}
+
+fn per_core_histograms(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramFamily {
+    HistogramFamily::new(name, help, labels, buckets)
+        .map(|h| register(registry, h))
+        .unwrap_or_else(|e| unreachable_metric(e))
+}
+
 fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
     HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
         .map(|h| register(registry, h))
@@ -277,7 +298,7 @@ mod tests {
         let m = Metrics::new();
         let route = m.route_counters("/admin");
         route.get(Decision::Forbidden).inc();
-        m.observe_request(Decision::Forbidden, 0.002);
+        m.observe_request(Decision::Forbidden, Duration::from_millis(2));
         m.upstream_status(200);
         m.upstream_status(200);
         m.upstream_error();
