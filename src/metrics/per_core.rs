@@ -12,8 +12,6 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
 use crate::per_core::PerCore;
-#[cfg(test)]
-use crate::per_core::claim_slot;
 
 /// A monotonic counter, one slot per core.
 #[derive(Debug)]
@@ -264,6 +262,7 @@ impl Collector for HistogramFamily {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::per_core::claim_slot;
 
     #[test]
     fn counts_from_many_threads_add_up_exactly() {
