@@ -76,6 +76,14 @@ impl<T> PerCore<T> {
     }
 }
 
+/// `value` in an allocation of its own (a `HeaderValue` clone shares one, with a reference count
+/// every clone writes): what a per-core or per-thread copy of a header value is made with.
+pub fn own_copy(value: &http::HeaderValue) -> http::HeaderValue {
+    // The bytes were a valid header value already, so this cannot fail; a shared clone is the
+    // correct fallback all the same.
+    http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU64;

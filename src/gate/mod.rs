@@ -65,7 +65,7 @@ use crate::endpoints::SignIn;
 use crate::identity::session::{SessionCodec, SessionSetupError};
 use crate::identity::{Identifier, Identity, LicenseKeyVerifier, Sources, UserTokenSetupError, UserTokenVerifier};
 use crate::metrics::{Metrics, RouteCounters};
-use crate::per_core::PerCore;
+use crate::per_core::{self, PerCore};
 use crate::route::RouteTable;
 use crate::whop::WhopClient;
 
@@ -195,13 +195,10 @@ impl Gate {
                     .require
                     .iter()
                     .filter_map(|r| {
-                        // Each core gets its own allocation (`from_str` copies): the clone each
-                        // request makes then bumps a count only that core writes.
-                        HeaderValue::from_str(r).ok()?;
-                        Some((
-                            r.clone(),
-                            PerCore::new(|| HeaderValue::from_str(r).unwrap_or(HeaderValue::from_static(""))),
-                        ))
+                        let value = HeaderValue::from_str(r).ok()?;
+                        // Each core its own allocation: the clone each request makes then bumps a
+                        // count only that core writes.
+                        Some((r.clone(), PerCore::new(|| per_core::own_copy(&value))))
                     })
                     .collect(),
             })

@@ -104,8 +104,7 @@ impl Identity {
     pub fn unshared(&self) -> Self {
         Self {
             user_id: Arc::from(&*self.user_id),
-            user_header: HeaderValue::from_bytes(self.user_header.as_bytes())
-                .unwrap_or_else(|_| self.user_header.clone()),
+            user_header: crate::per_core::own_copy(&self.user_header),
             source: self.source,
             name: self.name.as_deref().map(Arc::from),
             email: self.email.as_deref().map(Arc::from),
