@@ -13,11 +13,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 
 use super::denial::{Denial, ForbiddenReason};
+use super::handoff::{Cleared, IdentityHeaders};
 use super::negotiate;
 use super::record::LogLine;
 use super::user::WhopUser;
@@ -30,15 +31,6 @@ use crate::path;
 use crate::proxy::headers::strip_identity_headers;
 use crate::route::Rule;
 use crate::whop::{Access, WhopError};
-
-/// `x-whop-user-id`
-pub static X_WHOP_USER_ID: HeaderName = HeaderName::from_static("x-whop-user-id");
-/// `x-whop-access-level`
-pub static X_WHOP_ACCESS_LEVEL: HeaderName = HeaderName::from_static("x-whop-access-level");
-/// `x-whop-resource-id`
-pub static X_WHOP_RESOURCE_ID: HeaderName = HeaderName::from_static("x-whop-resource-id");
-/// `x-whopgate-source`
-pub static X_WHOPGATE_SOURCE: HeaderName = HeaderName::from_static("x-whopgate-source");
 
 /// What the gate decided about a request.
 #[derive(Debug)]
@@ -71,8 +63,8 @@ pub(crate) struct Later {
 
 /// The gate's answer to [`GateState::judge`].
 pub(crate) enum Judgement {
-    /// Pass the (rewritten) request on.
-    Forward { decision: Decision, log: Option<Box<LogLine>> },
+    /// Pass the (rewritten) request on, with who is calling when known.
+    Forward { decision: Decision, log: Option<Box<LogLine>>, cleared: Option<Cleared> },
     /// Answer with this response.
     Deny { response: Response<Bytes>, decision: Decision, log: Option<Box<LogLine>> },
     /// Wait for this, then [`GateState::conclude`].
@@ -89,7 +81,8 @@ enum Pending {
 
 impl GateState {
     /// Judges a request, rewriting it for forwarding: normalised path, forged identity headers
-    /// removed, credentials that must not travel stripped from the query.
+    /// removed, credentials that must not travel stripped from the query. The identity headers
+    /// are not set here but handed over with [`Judgement::Forward`] (see [`super::handoff`]).
     pub(crate) fn judge<B>(
         self: &Arc<Self>,
         req: &mut Request<B>,
@@ -312,10 +305,8 @@ impl GateState {
                     // whopgate's own cookies are whopgate's: the app never sees them.
                     codec.strip(req.headers_mut());
                 }
-                if let Some(identity) = identity {
-                    set_identity_headers(req, &identity, grant, rule_state, user_extension);
-                }
-                Judgement::Forward { decision, log }
+                let cleared = identity.map(|identity| cleared(&identity, grant, rule_state, user_extension));
+                Judgement::Forward { decision, log, cleared }
             }
             Verdict::Deny { denial, identity } => {
                 let decision = denial.decision();
@@ -372,36 +363,29 @@ fn forbidden(rule: &Rule, identity: &Arc<Identity>) -> Verdict {
     }
 }
 
-fn set_identity_headers<B>(
-    req: &mut Request<B>,
-    identity: &Arc<Identity>,
+/// What the service behind the gate is told about a caller it lets through.
+fn cleared(
+    identity: &Identity,
     grant: Option<(Access, usize)>,
     rule: Option<&RuleState>,
     user_extension: bool,
-) {
-    let headers = req.headers_mut();
-    headers.insert(X_WHOP_USER_ID.clone(), identity.user_header.clone());
-    headers.insert(X_WHOPGATE_SOURCE.clone(), identity.source.header_value());
-    let mut resource = None;
-    if let (Some((access, i)), Some(rule)) = (grant, rule) {
-        headers.insert(X_WHOP_ACCESS_LEVEL.clone(), HeaderValue::from_static(access.as_str()));
-        if let Some((id, value)) = rule.resources.get(i) {
-            headers.insert(X_WHOP_RESOURCE_ID.clone(), value.local().clone());
-            resource = Some(id);
-        }
-    }
-    if !user_extension {
-        return;
-    }
-    let resource = resource.cloned();
-    req.extensions_mut().insert(WhopUser {
+) -> Cleared {
+    let granted = grant.zip(rule).map(|((access, i), rule)| (access, rule.resources.get(i)));
+    let headers = IdentityHeaders {
+        user_id: identity.user_header.clone(),
+        source: identity.source.header_value(),
+        access_level: granted.map(|(access, _)| HeaderValue::from_static(access.as_str())),
+        resource_id: granted.and_then(|(_, resource)| resource).map(|(_, value)| value.local().clone()),
+    };
+    let user = user_extension.then(|| WhopUser {
         id: identity.user_id.clone(),
         source: identity.source,
         access_level: grant.map(|(access, _)| access),
-        resource,
+        resource: granted.and_then(|(_, resource)| resource).map(|(id, _)| id.clone()),
         name: identity.name.clone(),
         email: identity.email.clone(),
     });
+    Cleared { headers, user }
 }
 
 /// The host the client addressed: the URI's authority (HTTP/2, absolute form) or `Host`.

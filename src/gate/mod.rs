@@ -2,8 +2,9 @@
 //!
 //! For every request the gate normalises the path ([`crate::path`]), removes identity headers the
 //! client may have forged, finds the route rule ([`crate::route`]) and decides: forward (with
-//! identity headers) or answer with a denial ([`denial`]). It is a tower layer, so the same gate
-//! runs in front of the sidecar proxy and inside an existing axum or hyper service.
+//! identity headers, delivered by a [`Handoff`]) or answer with a denial ([`denial`]). It is a
+//! tower layer, so the same gate runs in front of the sidecar proxy and inside an existing axum
+//! or hyper service.
 //!
 //! ```
 //! use whopgate::{Config, Gate};
@@ -37,6 +38,7 @@ mod body;
 mod builder;
 pub mod denial;
 mod endpoints;
+mod handoff;
 mod judge;
 pub mod negotiate;
 mod record;
@@ -52,7 +54,10 @@ use http::header::HeaderValue;
 pub use body::GateBody;
 pub use builder::GateBuilder;
 pub use denial::Denial;
-pub use judge::{X_WHOP_ACCESS_LEVEL, X_WHOP_RESOURCE_ID, X_WHOP_USER_ID, X_WHOPGATE_SOURCE};
+pub use handoff::{
+    Cleared, Handoff, IdentityHeaders, InsertIdentity, X_WHOP_ACCESS_LEVEL, X_WHOP_RESOURCE_ID, X_WHOP_USER_ID,
+    X_WHOPGATE_SOURCE,
+};
 pub use record::ACCESS_TARGET;
 pub use service::{GateLayer, GateService, ResponseFuture};
 #[cfg(feature = "axum")]

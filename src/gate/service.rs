@@ -15,40 +15,48 @@ use tower_service::Service;
 
 use super::GateState;
 use super::body::GateBody;
+use super::handoff::{Handoff, InsertIdentity};
 use super::judge::{Judgement, Verdict};
 use super::record::{self, LogLine, Record};
 use super::request_id::{self, X_REQUEST_ID};
 use crate::metrics::Decision;
 
 /// Puts the gate in front of a service: every request is identified, judged and then either
-/// passed on (with identity headers) or answered by the gate.
+/// passed on (with identity headers, delivered by the [`Handoff`] `H`) or answered by the gate.
 ///
 /// Made by [`super::Gate::layer`].
 #[derive(Debug, Clone)]
-pub struct GateLayer {
+pub struct GateLayer<H = InsertIdentity> {
     state: Arc<GateState>,
-    user_extension: bool,
+    handoff: H,
 }
 
 impl GateLayer {
     pub(super) fn new(state: Arc<GateState>) -> Self {
-        Self { state, user_extension: true }
+        Self { state, handoff: InsertIdentity::default() }
     }
 
     /// Do not put [`super::WhopUser`] in the extensions of allowed requests: for an inner
-    /// service that only reads the identity headers (the sidecar's proxy), which saves an
-    /// allocation per request.
+    /// service that only reads the identity headers, which saves an allocation per request.
     pub fn without_user_extension(mut self) -> Self {
-        self.user_extension = false;
+        self.handoff.user_extension = false;
         self
     }
 }
 
-impl<S> Layer<S> for GateLayer {
-    type Service = GateService<S>;
+impl<H> GateLayer<H> {
+    /// Delivers cleared requests with `handoff` instead: for an inner service that takes the
+    /// identity as values rather than from the header map (as the sidecar's proxy does).
+    pub fn with_handoff<H2>(self, handoff: H2) -> GateLayer<H2> {
+        GateLayer { state: self.state, handoff }
+    }
+}
 
-    fn layer(&self, inner: S) -> GateService<S> {
-        GateService { inner, state: Arc::new(self.state.clone()), user_extension: self.user_extension }
+impl<S, H: Clone> Layer<S> for GateLayer<H> {
+    type Service = GateService<S, H>;
+
+    fn layer(&self, inner: S) -> GateService<S, H> {
+        GateService { inner, state: Arc::new(self.state.clone()), handoff: self.handoff.clone() }
     }
 }
 
@@ -61,19 +69,20 @@ pub(crate) type LayerGate = Arc<Arc<GateState>>;
 /// The gate around an inner service. Denials are responses, never errors: the error type is the
 /// inner service's, so it composes without `HandleErrorLayer`.
 #[derive(Debug, Clone)]
-pub struct GateService<S> {
+pub struct GateService<S, H = InsertIdentity> {
     inner: S,
     state: LayerGate,
-    user_extension: bool,
+    handoff: H,
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for GateService<S>
+impl<S, H, ReqB, ResB> Service<Request<ReqB>> for GateService<S, H>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    H: Handoff<S, ReqB>,
 {
     type Response = Response<GateBody<ResB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqB>;
+    type Future = ResponseFuture<S, ReqB, H>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -85,7 +94,7 @@ where
         req.headers_mut().reserve(8);
         let request_id = request_id::ensure(req.headers_mut());
         let log = record::access_log_enabled();
-        let judgement = self.state.judge(&mut req, &request_id, log, self.user_extension);
+        let judgement = self.state.judge(&mut req, &request_id, log, self.handoff.wants_user());
         let state = match judgement {
             Judgement::Later(later) => {
                 // The service that was made ready goes with the request; a clone stays here.
@@ -98,31 +107,24 @@ where
                     req: Some(req),
                     gate: self.state.clone(),
                     log,
-                    user_extension: self.user_extension,
                 }
             }
-            concluded => self.start(concluded, req),
+            concluded => hand_over(&mut self.inner, &self.handoff, concluded, req),
         };
-        ResponseFuture { state, start, request_id, gate: self.state.clone() }
+        ResponseFuture { state, start, request_id, gate: self.state.clone(), handoff: self.handoff.clone() }
     }
 }
 
-impl<S> GateService<S> {
-    fn start<ReqB>(&mut self, judgement: Judgement, req: Request<ReqB>) -> FutureState<S, ReqB>
-    where
-        S: Service<Request<ReqB>>,
-    {
-        start(&mut self.inner, judgement, req)
-    }
-}
-
-/// The next state for a concluded judgement: call the inner service, or answer.
-fn start<S, ReqB>(inner: &mut S, judgement: Judgement, req: Request<ReqB>) -> FutureState<S, ReqB>
+/// The next state for a concluded judgement: hand the request to the inner service, or answer.
+fn hand_over<S, H, ReqB>(inner: &mut S, handoff: &H, judgement: Judgement, req: Request<ReqB>) -> FutureState<S, ReqB>
 where
     S: Service<Request<ReqB>>,
+    H: Handoff<S, ReqB>,
 {
     match judgement {
-        Judgement::Forward { decision, log } => FutureState::Inner { fut: inner.call(req), decision, log },
+        Judgement::Forward { decision, log, cleared } => {
+            FutureState::Inner { fut: handoff.call(inner, req, cleared), decision, log }
+        }
         Judgement::Deny { response, decision, log } => {
             FutureState::Denied { response: Some(response), decision: Some(decision), log }
         }
@@ -142,7 +144,7 @@ fn internal_error() -> Response<Bytes> {
 
 pin_project! {
     /// Response future of [`GateService`].
-    pub struct ResponseFuture<S, ReqB>
+    pub struct ResponseFuture<S, ReqB, H = InsertIdentity>
     where
         S: Service<Request<ReqB>>,
     {
@@ -151,6 +153,7 @@ pin_project! {
         start: Instant,
         request_id: HeaderValue,
         gate: LayerGate,
+        handoff: H,
     }
 }
 
@@ -167,7 +170,6 @@ pin_project! {
             req: Option<Request<ReqB>>,
             gate: LayerGate,
             log: bool,
-            user_extension: bool,
         },
         Inner { #[pin] fut: S::Future, decision: Decision, log: Option<Box<LogLine>> },
         Answering {
@@ -178,9 +180,10 @@ pin_project! {
     }
 }
 
-impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB>
+impl<S, H, ReqB, ResB> Future for ResponseFuture<S, ReqB, H>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
+    H: Handoff<S, ReqB>,
 {
     type Output = Result<Response<GateBody<ResB>>, S::Error>;
 
@@ -188,15 +191,15 @@ where
         loop {
             let mut this = self.as_mut().project();
             let next = match this.state.as_mut().project() {
-                FutureStateProj::Judging { verdict, rule, inner, req, gate, log, user_extension } => {
+                FutureStateProj::Judging { verdict, rule, inner, req, gate, log } => {
                     let verdict = ready!(verdict.as_mut().poll(cx));
                     let (Some(mut req), Some(mut inner)) = (req.take(), inner.take()) else {
                         // Polled after completion: stay pending rather than panic.
                         return Poll::Pending;
                     };
-                    let judgement =
-                        gate.conclude(&mut req, Some(*rule), verdict, this.request_id, *log, *user_extension);
-                    start(&mut inner, judgement, req)
+                    let wants_user = this.handoff.wants_user();
+                    let judgement = gate.conclude(&mut req, Some(*rule), verdict, this.request_id, *log, wants_user);
+                    hand_over(&mut inner, this.handoff, judgement, req)
                 }
                 FutureStateProj::Inner { fut, decision, log } => {
                     let response = ready!(fut.poll(cx))?;

@@ -11,8 +11,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
-use super::headers::Forwarded;
-
 /// Most header lines accepted in an upstream response head.
 const MAX_HEADERS: usize = 128;
 /// Largest upstream response head accepted.
@@ -51,15 +49,16 @@ impl std::fmt::Display for CodecError {
     }
 }
 
-/// Writes a request head for `method target` with `headers` and the `forwarded` fields,
-/// declaring `framing` for the body that follows. `headers` must already be rid of hop-by-hop
-/// and forwarding fields (the proxy does that).
-pub fn encode_request_head(
+/// Writes a request head for `method target` with `headers` and then the `added` fields
+/// (forwarding and identity headers), declaring `framing` for the body that follows. `headers`
+/// must already be rid of hop-by-hop, forwarding and identity fields (the proxy and the gate do
+/// that).
+pub fn encode_request_head<'a>(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
-    forwarded: &Forwarded,
+    added: impl Iterator<Item = (&'static str, &'a HeaderValue)>,
     framing: Framing,
 ) {
     out.clear();
@@ -77,7 +76,7 @@ pub fn encode_request_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in forwarded.fields() {
+    for (name, value) in added {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -336,6 +335,7 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::headers::Forwarded;
     use super::*;
 
     fn parse(text: &str, method: Method) -> Result<Option<Head>, CodecError> {
@@ -356,13 +356,13 @@ mod tests {
             proto: HeaderValue::from_static("http"),
             host: None,
         };
-        encode_request_head(&mut out, &Method::POST, "/p?q=1", &headers, &forwarded, Framing::Length(3));
+        encode_request_head(&mut out, &Method::POST, "/p?q=1", &headers, forwarded.fields(), Framing::Length(3));
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             "POST /p?q=1 HTTP/1.1\r\nhost: app\r\nx-a: 1\r\nx-a: 2\r\n\
              x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\ncontent-length: 3\r\n\r\n"
         );
-        encode_request_head(&mut out, &Method::PUT, "/", &headers, &forwarded, Framing::Chunked);
+        encode_request_head(&mut out, &Method::PUT, "/", &headers, forwarded.fields(), Framing::Chunked);
         assert!(std::str::from_utf8(&out).unwrap().ends_with("transfer-encoding: chunked\r\n\r\n"));
     }
 

@@ -18,8 +18,8 @@ use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::Added;
 use super::codec::{self, CodecError, Framing, Head};
-use super::headers::Forwarded;
 
 /// Read buffer size: one read takes a typical response whole.
 const READ_CHUNK: usize = 16 * 1024;
@@ -108,10 +108,10 @@ impl UpstreamConn {
     /// Sends `req` (head and body) and reads the response head. Every wait on the upstream is
     /// bounded by `timeout`. On failure, the flag says whether the request may be sent again on
     /// another connection: only when nothing of it can have been acted on.
-    pub async fn send(
+    pub(crate) async fn send(
         mut self,
         parts: &http::request::Parts,
-        forwarded: &Forwarded,
+        added: Added<'_>,
         body: Option<Incoming>,
         timeout: Duration,
     ) -> Result<Exchange, (UpstreamError, bool)> {
@@ -129,7 +129,7 @@ impl UpstreamConn {
                 None => Framing::Chunked,
             },
         };
-        codec::encode_request_head(&mut self.write, method, target, &parts.headers, forwarded, framing);
+        codec::encode_request_head(&mut self.write, method, target, &parts.headers, added.fields(), framing);
 
         // A keep-alive connection the upstream closed just as we reused it fails before any
         // response byte; an idempotent request without a body is then safely sent again.

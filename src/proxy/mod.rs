@@ -5,8 +5,9 @@
 //! (one pool per worker thread). It rewrites only what a proxy must: hop-by-hop headers,
 //! `X-Forwarded-*`, the request target, and WebSocket upgrades, which it tunnels.
 //!
-//! The gate in front of it (see [`crate::gate`]) has already normalised the path, removed spoofed
-//! identity headers and set the real ones.
+//! The gate in front of it (see [`crate::gate`]) has already normalised the path and removed
+//! spoofed identity headers; it hands the real ones over as values ([`WriteIdentityHeaders`]),
+//! which go straight into the upstream request head.
 
 mod body;
 mod codec;
@@ -35,6 +36,7 @@ use headers::Forwarded;
 pub use headers::Peer;
 pub use pool::{UpstreamAddr, UpstreamPool};
 
+use crate::gate::{Cleared, Handoff, IdentityHeaders};
 use crate::metrics::Metrics;
 use conn::Exchange;
 
@@ -91,18 +93,47 @@ impl tower_service::Service<Request<Incoming>> for ProxyService {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(self.clone().forward(req))
+        Box::pin(self.clone().forward(req, None))
     }
 }
 
 impl ProxyService {
-    async fn forward(self, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
-        self.conn.forward(req).await
+    async fn forward(
+        self,
+        req: Request<Incoming>,
+        identity: Option<IdentityHeaders>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        self.conn.forward(req, identity.as_ref()).await
+    }
+}
+
+/// The sidecar's [`Handoff`]: the gate's identity headers are written straight into the upstream
+/// request head after the client's headers, as `X-Forwarded-*` are, instead of being inserted
+/// into the header map first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteIdentityHeaders;
+
+impl Handoff<ProxyService, Incoming> for WriteIdentityHeaders {
+    fn wants_user(&self) -> bool {
+        false
+    }
+
+    fn call(
+        &self,
+        inner: &mut ProxyService,
+        req: Request<Incoming>,
+        cleared: Option<Cleared>,
+    ) -> <ProxyService as tower_service::Service<Request<Incoming>>>::Future {
+        Box::pin(inner.clone().forward(req, cleared.map(|c| c.headers)))
     }
 }
 
 impl ClientConn {
-    async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        identity: Option<&IdentityHeaders>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         let found = headers::NamesFound::scan(req.headers());
         let upgrade = req.version() == Version::HTTP_11 && found.wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -110,7 +141,8 @@ impl ClientConn {
 
         let (parts, body) = req.into_parts();
         let body = (!body.is_end_stream()).then_some(body);
-        let exchange = match self.send(&parts, &forwarded, body).await {
+        let added = Added { forwarded: &forwarded, identity };
+        let exchange = match self.send(&parts, added, body).await {
             Ok(exchange) => exchange,
             Err(e) => return Ok(self.fail(e)),
         };
@@ -143,7 +175,7 @@ impl ClientConn {
     async fn send(
         &self,
         parts: &http::request::Parts,
-        forwarded: &Forwarded,
+        added: Added<'_>,
         body: Option<Incoming>,
     ) -> Result<Exchange, ProxyError> {
         let timeout = self.proxy.timeout;
@@ -151,13 +183,13 @@ impl ClientConn {
             Some(conn) => conn,
             None => self.connect().await?,
         };
-        match conn.send(parts, forwarded, body, timeout).await {
+        match conn.send(parts, added, body, timeout).await {
             Ok(exchange) => Ok(exchange),
             // Only a body-less request is ever retryable, so nothing is lost by sending it again.
             Err((error, true)) => {
                 tracing::debug!(error = %error, "a reused upstream connection had closed; sending again");
                 let conn = self.connect().await?;
-                conn.send(parts, forwarded, None, timeout).await.map_err(|(e, _)| ProxyError::from(e))
+                conn.send(parts, added, None, timeout).await.map_err(|(e, _)| ProxyError::from(e))
             }
             Err((error, false)) => Err(ProxyError::from(error)),
         }
@@ -169,6 +201,21 @@ impl ClientConn {
             Ok(Err(e)) => Err(ProxyError::Connect(e)),
             Err(_) => Err(ProxyError::Timeout(self.proxy.timeout)),
         }
+    }
+}
+
+/// The header fields the proxy writes into the upstream request head after the request's own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Added<'a> {
+    forwarded: &'a Forwarded,
+    identity: Option<&'a IdentityHeaders>,
+}
+
+impl<'a> Added<'a> {
+    /// Every added field, `X-Forwarded-*` first.
+    fn fields(self) -> impl Iterator<Item = (&'static str, &'a HeaderValue)> {
+        let identity = self.identity.into_iter().flat_map(|i| i.fields().map(|(name, value)| (name.as_str(), value)));
+        self.forwarded.fields().chain(identity)
     }
 }
 

@@ -24,7 +24,7 @@ use supervisor::Supervisor;
 pub use tls::{ReloadingCert, TlsError};
 
 use crate::gate::Gate;
-use crate::proxy::{Peer, Proxy};
+use crate::proxy::{Peer, Proxy, WriteIdentityHeaders};
 
 /// Everything a worker needs to serve connections.
 #[derive(Clone)]
@@ -143,7 +143,7 @@ impl Worker {
         };
         let pool = self.proxy.new_pool();
         // The proxy reads the identity headers; WhopUser in the extensions would go unused.
-        let layer = self.gate.layer().without_user_extension();
+        let layer = self.gate.layer().with_handoff(WriteIdentityHeaders);
         let tracker = TaskTracker::new();
         let supervisor = Supervisor::new(self.settings.limits.header_read_timeout, self.shutdown.clone());
         // Ends with the worker's runtime.
