@@ -141,9 +141,14 @@ impl AccessCache {
     /// The fresh cached answer, if there is one: no I/O, no allocation. Starts a background
     /// refresh when the entry nears its end.
     pub fn lookup_now(self: &Arc<Self>, user: &Arc<str>, resource: &Arc<str>) -> Option<Access> {
+        self.lookup_at(user, resource, Instant::now())
+    }
+
+    /// [`AccessCache::lookup_now`] with the clock already read: `now` is when the request
+    /// arrived, so that one request reads the clock once for all its lookups.
+    pub fn lookup_at(self: &Arc<Self>, user: &Arc<str>, resource: &Arc<str>, now: Instant) -> Option<Access> {
         let index = self.resource_index(resource)?;
         let entry = self.entries.get(&KeyRef { user, resource: index })?;
-        let now = Instant::now();
         if now >= entry.fetched_at + self.ttl(entry.access) {
             return None;
         }

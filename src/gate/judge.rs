@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -83,12 +84,14 @@ impl GateState {
     /// Judges a request, rewriting it for forwarding: normalised path, forged identity headers
     /// removed, credentials that must not travel stripped from the query. The identity headers
     /// are not set here but handed over with [`Judgement::Forward`] (see [`super::handoff`]).
+    /// `now` is when the request arrived: cached entries are judged fresh or not as of then.
     pub(crate) fn judge<B>(
         self: &Arc<Self>,
         req: &mut Request<B>,
         request_id: &HeaderValue,
         log: bool,
         user_extension: bool,
+        now: Instant,
     ) -> Judgement {
         strip_identity_headers(req.headers_mut());
 
@@ -130,7 +133,7 @@ impl GateState {
         };
         let rule_index = rule.index;
 
-        let identified = self.identifier.identify_now(req);
+        let identified = self.identifier.identify_at(req, now);
         if let Some(query) = req.uri().query() {
             if let Some(stripped) = self.identifier.strip_query(query) {
                 let path = req.uri().path().to_owned();
@@ -149,7 +152,7 @@ impl GateState {
                 Verdict::Deny { denial: self.credential_denial(rule, error, target), identity: None }
             }
             Identified::Found(identity) if rule.public => public(Some(identity)),
-            Identified::Found(identity) => match self.decide_now(rule, &identity) {
+            Identified::Found(identity) => match self.decide_now(rule, &identity, now) {
                 Some(verdict) => verdict,
                 None => return self.later(rule_index, Pending::Identity(identity)),
             },
@@ -194,7 +197,7 @@ impl GateState {
 
     /// The decision from fresh cache entries alone: granted as soon as one required resource
     /// grants, refused when every one is known to refuse, `None` when one must be asked.
-    fn decide_now(self: &Arc<Self>, rule: &Rule, identity: &Arc<Identity>) -> Option<Verdict> {
+    fn decide_now(self: &Arc<Self>, rule: &Rule, identity: &Arc<Identity>, now: Instant) -> Option<Verdict> {
         if let Some(access) = identity.fixed_access {
             // The dev identity: configuration decides, Whop is never asked.
             return Some(match access.satisfies(rule.access_level) {
@@ -204,7 +207,7 @@ impl GateState {
         }
         let mut all_known = true;
         for (i, resource) in rule.require.iter().enumerate() {
-            match self.access.lookup_now(&identity.user_id, resource) {
+            match self.access.lookup_at(&identity.user_id, resource, now) {
                 Some(access) if access.satisfies(rule.access_level) => return Some(allow(identity, access, i, "-")),
                 Some(_) => {}
                 None => all_known = false,
@@ -238,7 +241,7 @@ impl GateState {
         if rule.public {
             return public(Some(identity));
         }
-        if let Some(verdict) = self.decide_now(rule, &identity) {
+        if let Some(verdict) = self.decide_now(rule, &identity, Instant::now()) {
             return verdict;
         }
         self.decide_later(rule, identity).await

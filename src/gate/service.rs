@@ -94,7 +94,9 @@ where
         req.headers_mut().reserve(8);
         let request_id = request_id::ensure(req.headers_mut());
         let log = record::access_log_enabled();
-        let judgement = self.state.judge(&mut req, &request_id, log, self.handoff.wants_user());
+        // One clock read for the judgement: the cache lookups check expiry against the same
+        // instant the request's duration is measured from.
+        let judgement = self.state.judge(&mut req, &request_id, log, self.handoff.wants_user(), start);
         let state = match judgement {
             Judgement::Later(later) => {
                 // The service that was made ready goes with the request; a clone stays here.

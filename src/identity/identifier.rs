@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::Request;
 
@@ -116,6 +117,12 @@ impl Identifier {
 
     /// Identifies the caller as far as possible without I/O.
     pub fn identify_now<B>(&self, req: &Request<B>) -> Identified {
+        self.identify_at(req, Instant::now())
+    }
+
+    /// [`Identifier::identify_now`] with the clock already read: `now` is when the request
+    /// arrived.
+    pub fn identify_at<B>(&self, req: &Request<B>, now: Instant) -> Identified {
         for source in &self.order {
             match source {
                 SourceKind::UserToken => {
@@ -123,7 +130,7 @@ impl Identifier {
                     let Some(token) = verifier.find_token(req.headers(), req.uri().query()) else {
                         continue;
                     };
-                    return match verifier.verify_now(&token) {
+                    return match verifier.verify_at(&token, now) {
                         Verification::Valid(identity) => Identified::Found(identity),
                         Verification::Invalid(e) => Identified::Invalid(CredentialError::UserToken(e)),
                         // `verify_now` only says so of a token that is text.

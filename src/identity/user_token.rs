@@ -334,7 +334,13 @@ impl UserTokenVerifier {
     /// hand. [`Verification::UnknownKey`] when the token names a `kid` not known (yet) and a JWKS
     /// refetch could help; then call [`UserTokenVerifier::verify`].
     pub fn verify_now(&self, token: &[u8]) -> Verification {
-        if let Some(identity) = self.cache.get(token) {
+        self.verify_at(token, Instant::now())
+    }
+
+    /// [`UserTokenVerifier::verify_now`] with the clock already read: `now` is when the request
+    /// arrived, so that one request reads the clock once for all its lookups.
+    pub fn verify_at(&self, token: &[u8], now: Instant) -> Verification {
+        if let Some(identity) = self.cache.get(token, now) {
             return Verification::Valid(identity);
         }
         // Not text: "" verifies as malformed.
@@ -349,7 +355,7 @@ impl UserTokenVerifier {
     /// once per refetch interval) a JWKS refetch shared with every other caller, then verifies
     /// again. A `kid` still unknown is [`TokenError::UnknownKey`].
     pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, TokenError> {
-        if let Some(identity) = self.cache.get(token.as_bytes()) {
+        if let Some(identity) = self.cache.get(token.as_bytes(), Instant::now()) {
             return Ok(identity);
         }
         let seen = match self.check(token) {

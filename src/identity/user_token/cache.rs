@@ -136,9 +136,9 @@ impl TokenCache {
         }
     }
 
-    /// The identity of a remembered, unexpired token; counts a hit or a miss.
-    pub(super) fn get(&self, token: &[u8]) -> Option<Arc<Identity>> {
-        if let Some(identity) = self.near_get(token, Instant::now()) {
+    /// The identity of a token remembered and unexpired at `now`; counts a hit or a miss.
+    pub(super) fn get(&self, token: &[u8], now: Instant) -> Option<Arc<Identity>> {
+        if let Some(identity) = self.near_get(token, now) {
             self.hits.inc();
             return Some(identity);
         }
@@ -287,7 +287,7 @@ mod tests {
         let metrics = Metrics::new();
         let cache = Arc::new(TokenCache::new(100, &metrics));
         cache.insert("a.b.c", identity("user_a"), later(60));
-        assert!(cache.get(b"a.b.c").is_some());
+        assert!(cache.get(b"a.b.c", Instant::now()).is_some());
         assert_eq!(cache.near_len(), 1);
         assert_eq!(counts(&metrics), (1, 0));
 
@@ -295,20 +295,20 @@ mod tests {
         let other = cache.clone();
         std::thread::spawn(move || {
             assert_eq!(other.near_len(), 0);
-            assert_eq!(other.get(b"a.b.c").map(|i| i.user_id.to_string()).as_deref(), Some("user_a"));
+            assert_eq!(other.get(b"a.b.c", Instant::now()).map(|i| i.user_id.to_string()).as_deref(), Some("user_a"));
             assert_eq!(other.near_len(), 1);
-            assert!(other.get(b"a.b.c").is_some());
+            assert!(other.get(b"a.b.c", Instant::now()).is_some());
         })
         .join()
         .unwrap();
         assert_eq!(counts(&metrics), (3, 0));
-        assert!(cache.get(b"x.y.z").is_none());
+        assert!(cache.get(b"x.y.z", Instant::now()).is_none());
         assert_eq!(counts(&metrics), (3, 1));
 
         cache.insert("d.e.f", identity("user_d"), Instant::now() + Duration::from_millis(50));
-        assert!(cache.get(b"d.e.f").is_some());
+        assert!(cache.get(b"d.e.f", Instant::now()).is_some());
         std::thread::sleep(Duration::from_millis(80));
-        assert!(cache.get(b"d.e.f").is_none(), "expired in both levels");
+        assert!(cache.get(b"d.e.f", Instant::now()).is_none(), "expired in both levels");
         assert_eq!(cache.near_len(), 1, "the expired near entry went at the lookup");
         // The shared level counts it until its timer wheel (about 1 s per tick) gets there.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -327,9 +327,9 @@ mod tests {
             cache.insert(&format!("token-{i}"), identity("user_a"), later(60));
             assert!(cache.near_len() <= NEAR_CAPACITY);
         }
-        assert!(cache.get(format!("token-{}", NEAR_CAPACITY + 9).as_bytes()).is_some());
+        assert!(cache.get(format!("token-{}", NEAR_CAPACITY + 9).as_bytes(), Instant::now()).is_some());
         // What the near map let go is still in the shared level.
-        assert!(cache.get(b"token-0").is_some());
+        assert!(cache.get(b"token-0", Instant::now()).is_some());
         assert_eq!(cache.len(), (NEAR_CAPACITY + 10) as u64);
 
         let second = TokenCache::new(10, &metrics);
