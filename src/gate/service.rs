@@ -90,7 +90,8 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let start = Instant::now();
-        // One growth for everything the gate and the proxy add, rather than one per insert.
+        // At most one growth for what may still go into the map (`x-request-id`, the identity
+        // headers under `InsertIdentity`, `Host` or `Connection` in the proxy), not one per insert.
         req.headers_mut().reserve(8);
         let request_id = request_id::ensure(req.headers_mut());
         let log = record::access_log_enabled();
