@@ -9,7 +9,7 @@
 //! | step | module |
 //! | --- | --- |
 //! | accepted (listeners, limits, shutdown) | [`server`] |
-//! | parsed and normalised | [`path`] |
+//! | host settled, path normalised | [`authority`], [`path`] |
 //! | matched to a rule | [`route`] |
 //! | judged, answered if denied | [`gate`] |
 //! | forwarded to the upstream | [`proxy`] |
@@ -20,6 +20,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod authority;
 pub mod check;
 pub mod config;
 pub mod demo;

@@ -202,7 +202,8 @@ impl RouteTable {
 
     /// The first rule that matches, or `None` (deny).
     ///
-    /// `path` must already be normalised; `host` is the request's host as sent, if any.
+    /// `path` must already be normalised; `host` is the request's canonical host
+    /// ([`crate::authority`]), if any.
     pub fn find(&self, method: &Method, host: Option<&str>, path: &str) -> Option<&Rule> {
         self.rules.iter().find(|rule| rule.matches(method, host, path))
     }
@@ -210,6 +211,12 @@ impl RouteTable {
     /// The rules in match order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Does any rule apply to some methods only? (Then a method override could change which rule
+    /// a request falls under.)
+    pub fn has_method_rules(&self) -> bool {
+        self.rules.iter().any(|rule| rule.methods.is_some())
     }
 
     /// Rules that can never match because an earlier rule takes all their requests.

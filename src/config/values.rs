@@ -322,6 +322,14 @@ pub(crate) fn host_pattern(text: &str) -> Result<String, Problem> {
         return Err(bad("it is empty"));
     }
     let valid_port = |port: &str| port.parse::<u16>().is_ok_and(|p| p != 0);
+    // Requests are matched on their canonical host, which never names its scheme's default port
+    // (`crate::authority`): a pattern that does would never match, and its requests would fall
+    // to a later rule.
+    let default_port = |port: &str| matches!(port.parse::<u16>(), Ok(80 | 443));
+    let refuse_default_port = |host: &str| {
+        Problem::new(format!("`{text}` names a default port, which a request's host never carries here"))
+            .hint(format!("write \"{host}\": whopgate compares hosts without :80 and :443, as the app reads them"))
+    };
     if let Some(rest) = lower.strip_prefix('[') {
         let Some((v6, after)) = rest.split_once(']') else {
             return Err(bad("`[` without `]`"));
@@ -332,6 +340,9 @@ pub(crate) fn host_pattern(text: &str) -> Result<String, Problem> {
         if !after.is_empty() && !after.strip_prefix(':').is_some_and(valid_port) {
             return Err(bad("invalid port"));
         }
+        if after.strip_prefix(':').is_some_and(default_port) {
+            return Err(refuse_default_port(&format!("[{v6}]")));
+        }
         return Ok(lower);
     }
     let (host, port) = match lower.rsplit_once(':') {
@@ -340,6 +351,9 @@ pub(crate) fn host_pattern(text: &str) -> Result<String, Problem> {
     };
     if port.is_some_and(|port| !valid_port(port)) {
         return Err(bad("invalid port"));
+    }
+    if port.is_some_and(default_port) {
+        return Err(refuse_default_port(host));
     }
     let name = host.strip_prefix("*.").unwrap_or(host);
     if name.is_empty() || name.len() > 253 {
@@ -687,7 +701,7 @@ mod tests {
             ("*.example.com", "*.example.com"),
             ("example.com:8443", "example.com:8443"),
             ("localhost", "localhost"),
-            ("10.0.0.1:80", "10.0.0.1:80"),
+            ("10.0.0.1:8080", "10.0.0.1:8080"),
             ("[::1]", "[::1]"),
             ("[::1]:8080", "[::1]:8080"),
         ] {
@@ -711,6 +725,15 @@ mod tests {
             "a_b.com",
         ] {
             assert!(host_pattern(input).is_err(), "{input}");
+        }
+        for (input, fix) in [
+            ("admin.example:443", "\"admin.example\""),
+            ("Admin.Example:80", "\"admin.example\""),
+            ("[::1]:443", "\"[::1]\""),
+        ] {
+            let problem = host_pattern(input).err().unwrap_or_else(|| panic!("{input} accepted"));
+            assert!(problem.message.contains("default port"), "{input}: {}", problem.message);
+            assert!(hint(host_pattern(input)).contains(fix), "{input}");
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::negotiate::ResponseStyle;
+use crate::authority::HostRejection;
 use crate::config::AccessLevel;
 use crate::identity::CredentialError;
 use crate::metrics::Decision;
@@ -20,8 +21,8 @@ use crate::whop::WhopError;
 /// A request the gate answers itself.
 #[derive(Debug, Clone)]
 pub enum Denial {
-    /// The path was refused before matching (SPEC §4, "Path").
-    BadPath(PathRejection),
+    /// Refused before matching: a path or host the gate and the app could read two ways.
+    BadRequest(BadRequest),
     /// No rule matches: default deny.
     NoRule,
     /// A protected route and no credential.
@@ -58,6 +59,57 @@ pub enum Denial {
     },
 }
 
+/// Why a request is refused before any rule is looked at (`400`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRequest {
+    /// SPEC §4, "Path".
+    Path(PathRejection),
+    /// SPEC §4, "Host, method, upgrade".
+    Host(HostRejection),
+    /// `CONNECT`: the gate is no forward proxy, and a tunnel would carry requests never judged.
+    Connect,
+    /// A form `POST` whose body could make the app run it as `PUT`, `PATCH` or `DELETE`
+    /// (`_method`), which another rule governs (see [`super::method_override`]).
+    FormMethodOverride,
+}
+
+impl BadRequest {
+    /// A sentence for the client and the log.
+    pub fn message(self) -> &'static str {
+        match self {
+            BadRequest::Path(rejection) => rejection.message(),
+            BadRequest::Host(rejection) => rejection.message(),
+            BadRequest::Connect => "CONNECT is not served here",
+            BadRequest::FormMethodOverride => {
+                "a form POST here could be run by the app as PUT, PATCH or DELETE (a _method field), \
+                 which another route rule governs; send that method itself"
+            }
+        }
+    }
+
+    /// The access log's reason.
+    fn reason(self) -> &'static str {
+        match self {
+            BadRequest::Path(_) => "bad_path",
+            BadRequest::Host(_) => "bad_host",
+            BadRequest::Connect => "connect_method",
+            BadRequest::FormMethodOverride => "form_method_override",
+        }
+    }
+}
+
+impl From<PathRejection> for BadRequest {
+    fn from(rejection: PathRejection) -> Self {
+        BadRequest::Path(rejection)
+    }
+}
+
+impl From<HostRejection> for BadRequest {
+    fn from(rejection: HostRejection) -> Self {
+        BadRequest::Host(rejection)
+    }
+}
+
 /// Why an identified caller is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForbiddenReason {
@@ -71,7 +123,7 @@ impl Denial {
     /// The `decision` label this denial is counted under.
     pub fn decision(&self) -> Decision {
         match self {
-            Denial::BadPath(_) => Decision::BadRequest,
+            Denial::BadRequest(_) => Decision::BadRequest,
             Denial::NoRule => Decision::Forbidden,
             Denial::Unauthenticated { .. } => Decision::Unauthenticated,
             Denial::InvalidCredentials { .. } => Decision::InvalidCredentials,
@@ -83,7 +135,7 @@ impl Denial {
     /// A short machine-readable reason for the access log.
     pub fn reason(&self) -> &'static str {
         match self {
-            Denial::BadPath(_) => "bad_path",
+            Denial::BadRequest(bad) => bad.reason(),
             Denial::NoRule => "no_matching_rule",
             Denial::Unauthenticated { .. } => "no_credential",
             Denial::InvalidCredentials { error, .. } => error.reason(),
@@ -102,11 +154,11 @@ impl Denial {
     /// The answer, in the style the client understands.
     pub fn into_response(self, style: ResponseStyle) -> Response<Bytes> {
         match (self, style) {
-            (Denial::BadPath(rejection), ResponseStyle::Api) => {
-                json_response(StatusCode::BAD_REQUEST, json!({"error": "bad_request", "message": rejection.message()}))
+            (Denial::BadRequest(bad), ResponseStyle::Api) => {
+                json_response(StatusCode::BAD_REQUEST, json!({"error": "bad_request", "message": bad.message()}))
             }
-            (Denial::BadPath(rejection), ResponseStyle::Browser) => {
-                html_response(StatusCode::BAD_REQUEST, "Bad request", rejection.message(), None)
+            (Denial::BadRequest(bad), ResponseStyle::Browser) => {
+                html_response(StatusCode::BAD_REQUEST, "Bad request", bad.message(), None)
             }
             (Denial::NoRule, ResponseStyle::Api) => json_response(
                 StatusCode::FORBIDDEN,
@@ -234,12 +286,15 @@ mod tests {
     }
 
     #[test]
-    fn bad_path_is_400_both_ways() {
-        let r = Denial::BadPath(PathRejection::EncodedSlash).into_response(ResponseStyle::Api);
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(json_of(&r)["error"], "bad_request");
-        let r = Denial::BadPath(PathRejection::EncodedSlash).into_response(ResponseStyle::Browser);
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    fn bad_requests_are_400_both_ways() {
+        for bad in [BadRequest::Path(PathRejection::EncodedSlash), BadRequest::Host(HostRejection::Repeated)] {
+            let r = Denial::BadRequest(bad).into_response(ResponseStyle::Api);
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(json_of(&r)["error"], "bad_request");
+            assert_eq!(json_of(&r)["message"], bad.message());
+            let r = Denial::BadRequest(bad).into_response(ResponseStyle::Browser);
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        }
     }
 
     #[test]

@@ -48,7 +48,7 @@
 //!     let who = req.extensions().get::<WhopUser>().map_or("anonymous", |u| &*u.id).to_owned();
 //!     Ok::<_, std::convert::Infallible>(Response::new(who))
 //! }));
-//! let response = app.oneshot(Request::get("/").body(String::new())?).await?;
+//! let response = app.oneshot(Request::get("http://app.example/").body(String::new())?).await?;
 //! assert_eq!(response.into_body().collect().await?.to_bytes(), "anonymous");
 //! # Ok(())
 //! # }

@@ -15,21 +15,21 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::header::{self, HeaderValue};
-use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Request, Response, Uri};
 
-use super::denial::{Denial, ForbiddenReason};
+use super::denial::{BadRequest, Denial, ForbiddenReason};
 use super::handoff::{Cleared, IdentityHeaders};
-use super::negotiate;
 use super::record::LogLine;
 use super::user::WhopUser;
 use super::{GateState, RuleState};
+use super::{client_headers, method_override, negotiate};
+use crate::authority::{self, HostRejection};
 use crate::config::OnWhopError;
 use crate::endpoints::Endpoint;
 use crate::identity::{Credential, CredentialError, Identified, Identity, LicenseKeyError};
 use crate::metrics::Decision;
 use crate::path;
-use crate::proxy::headers::strip_identity_headers;
 use crate::route::Rule;
 use crate::whop::{Access, WhopError};
 
@@ -81,8 +81,9 @@ enum Pending {
 }
 
 impl GateState {
-    /// Judges a request, rewriting it for forwarding: normalised path, forged identity headers
-    /// removed, credentials that must not travel stripped from the query. The identity headers
+    /// Judges a request, rewriting it for forwarding: canonical host, normalised path, forged
+    /// identity and re-routing headers removed, credentials and method overrides that must not
+    /// travel stripped from the query. `tls`: the connection is TLS (the default port is 443). The identity headers
     /// are not set here but handed over with [`Judgement::Forward`] (see [`super::handoff`]).
     /// `now` is when the request arrived: cached entries are judged fresh or not as of then.
     pub(crate) fn judge<B>(
@@ -92,29 +93,13 @@ impl GateState {
         log: bool,
         user_extension: bool,
         now: Instant,
+        tls: bool,
     ) -> Judgement {
-        strip_identity_headers(req.headers_mut());
+        client_headers::strip(req.headers_mut());
 
-        match path::normalize(req.uri().path()) {
-            Ok(Cow::Borrowed(_)) => {}
-            Ok(Cow::Owned(normalized)) => {
-                if !set_path(req, &normalized, None) {
-                    // Never forward a spelling other than the one we matched.
-                    let denial = Denial::BadPath(path::PathRejection::BadPercentEncoding);
-                    return self.conclude(
-                        req,
-                        None,
-                        Verdict::Deny { denial, identity: None },
-                        request_id,
-                        log,
-                        user_extension,
-                    );
-                }
-            }
-            Err(rejection) => {
-                let verdict = Verdict::Deny { denial: Denial::BadPath(rejection), identity: None };
-                return self.conclude(req, None, verdict, request_id, log, user_extension);
-            }
+        if let Err(bad) = settle_request(req, tls) {
+            let verdict = Verdict::Deny { denial: Denial::BadRequest(bad), identity: None };
+            return self.conclude(req, None, verdict, request_id, log, user_extension);
         }
 
         if let Some(endpoint) = Endpoint::route(&self.prefix, req.uri().path()) {
@@ -132,10 +117,17 @@ impl GateState {
             );
         };
         let rule_index = rule.index;
+        if method_override::could_be_rerouted(req, &self.routes, request_host(req), rule_index) {
+            let verdict = Verdict::Deny { denial: Denial::BadRequest(BadRequest::FormMethodOverride), identity: None };
+            return self.conclude(req, None, verdict, request_id, log, user_extension);
+        }
 
         let identified = self.identifier.identify_at(req, now);
         if let Some(query) = req.uri().query() {
-            if let Some(stripped) = self.identifier.strip_query(query) {
+            // What must not reach the app: a dev user token, a `_method` override.
+            let without_token = self.identifier.strip_query(query);
+            let stripped = method_override::strip_query(without_token.as_deref().unwrap_or(query)).or(without_token);
+            if let Some(stripped) = stripped {
                 let path = req.uri().path().to_owned();
                 set_path(req, &path, Some(&stripped));
             }
@@ -391,12 +383,46 @@ fn cleared(
     Cleared { headers, user }
 }
 
-/// The host the client addressed: the URI's authority (HTTP/2, absolute form) or `Host`.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    match req.uri().host() {
-        Some(_) => req.uri().authority().map(|a| a.as_str()),
-        None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()),
+/// Refuses what cannot be judged and gives the request the one spelling that is matched and
+/// forwarded: its canonical authority (see [`authority`]) and its normalised path.
+fn settle_request<B>(req: &mut Request<B>, tls: bool) -> Result<(), BadRequest> {
+    if req.method() == Method::CONNECT {
+        return Err(BadRequest::Connect);
     }
+    settle_authority(req, tls)?;
+    match path::normalize(req.uri().path())? {
+        Cow::Borrowed(_) => Ok(()),
+        // Never forward a spelling other than the one we matched.
+        Cow::Owned(normalized) => match set_path(req, &normalized, None) {
+            true => Ok(()),
+            false => Err(BadRequest::Path(path::PathRejection::BadPercentEncoding)),
+        },
+    }
+}
+
+/// Sets `Host` to the request's canonical authority, and the target's authority too when it has
+/// one (absolute form, HTTP/2), so the gate and the app cannot read two hosts.
+fn settle_authority<B>(req: &mut Request<B>, tls: bool) -> Result<(), HostRejection> {
+    let canonical = match authority::of_request(req, tls)? {
+        // `Host` is the authority, already in its canonical spelling: nearly every request.
+        Cow::Borrowed(_) if req.uri().authority().is_none() => return Ok(()),
+        canonical => canonical.into_owned(),
+    };
+    if req.uri().authority().is_some_and(|a| a.as_str() != canonical) {
+        let mut parts = req.uri().clone().into_parts();
+        parts.authority = Some(Authority::try_from(canonical.as_str()).map_err(|_| HostRejection::Invalid)?);
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| HostRejection::Invalid)?;
+    }
+    if req.headers().get(header::HOST).map(HeaderValue::as_bytes) != Some(canonical.as_bytes()) {
+        let value = HeaderValue::try_from(canonical).map_err(|_| HostRejection::Invalid)?;
+        req.headers_mut().insert(header::HOST, value);
+    }
+    Ok(())
+}
+
+/// The host rules are matched against: `Host`, which [`settle_authority`] made canonical.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers().get(header::HOST).and_then(|h| h.to_str().ok())
 }
 
 /// Replaces the request's path (and query, when `query` is given), keeping scheme and

@@ -1,7 +1,8 @@
 //! The gate: where a request is judged.
 //!
-//! For every request the gate normalises the path ([`crate::path`]), removes identity headers the
-//! client may have forged, finds the route rule ([`crate::route`]) and decides: forward (with
+//! For every request the gate settles the host ([`crate::authority`]) and normalises the path
+//! ([`crate::path`]), removes identity headers the client may have forged and headers that would
+//! re-route the request in the app ([`client_headers`]), finds the route rule ([`crate::route`]) and decides: forward (with
 //! identity headers, delivered by a [`Handoff`]) or answer with a denial ([`denial`]). It is a
 //! tower layer, so the same gate runs in front of the sidecar proxy and inside an existing axum
 //! or hyper service.
@@ -26,9 +27,9 @@
 //!     Ok::<_, std::convert::Infallible>(Response::new(String::from("hello")))
 //! }));
 //!
-//! let public = app.clone().oneshot(Request::get("/assets/app.js").body(String::new())?).await?;
+//! let public = app.clone().oneshot(Request::get("http://app.example/assets/app.js").body(String::new())?).await?;
 //! assert_eq!(public.status(), StatusCode::OK);
-//! let other = app.oneshot(Request::get("/secret").body(String::new())?).await?;
+//! let other = app.oneshot(Request::get("http://app.example/secret").body(String::new())?).await?;
 //! assert_eq!(other.status(), StatusCode::FORBIDDEN);
 //! # Ok(())
 //! # }
@@ -36,10 +37,12 @@
 
 mod body;
 mod builder;
+pub mod client_headers;
 pub mod denial;
 mod endpoints;
 mod handoff;
 mod judge;
+mod method_override;
 pub mod negotiate;
 mod record;
 pub mod request_id;
@@ -374,7 +377,7 @@ mod tests {
     }
 
     fn request(path: &str, token: Option<&str>) -> Request<String> {
-        let mut builder = Request::get(path).header("accept", "application/json");
+        let mut builder = Request::get(path).header("host", "app.example").header("accept", "application/json");
         if let Some(token) = token {
             builder = builder.header("x-whop-user-token", token);
         }
@@ -469,7 +472,7 @@ mod tests {
 
     #[cfg(feature = "axum")]
     fn axum_request(path: &str, token: Option<&str>) -> Request<axum::body::Body> {
-        let mut builder = Request::get(path);
+        let mut builder = Request::get(path).header("host", "app.example");
         if let Some(token) = token {
             builder = builder.header("x-whop-user-token", token);
         }

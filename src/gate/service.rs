@@ -29,11 +29,12 @@ use crate::metrics::Decision;
 pub struct GateLayer<H = InsertIdentity> {
     state: Arc<GateState>,
     handoff: H,
+    tls: bool,
 }
 
 impl GateLayer {
     pub(super) fn new(state: Arc<GateState>) -> Self {
-        Self { state, handoff: InsertIdentity::default() }
+        Self { state, handoff: InsertIdentity::default(), tls: false }
     }
 
     /// Do not put [`super::WhopUser`] in the extensions of allowed requests: for an inner
@@ -48,7 +49,14 @@ impl<H> GateLayer<H> {
     /// Delivers cleared requests with `handoff` instead: for an inner service that takes the
     /// identity as values rather than from the header map (as the sidecar's proxy does).
     pub fn with_handoff<H2>(self, handoff: H2) -> GateLayer<H2> {
-        GateLayer { state: self.state, handoff }
+        GateLayer { state: self.state, handoff, tls: self.tls }
+    }
+
+    /// The requests come over TLS: a `Host` that names port 443 names the default port, which
+    /// the canonical host leaves out (see [`crate::authority`]). Off by default.
+    pub fn serving_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
     }
 }
 
@@ -56,7 +64,7 @@ impl<S, H: Clone> Layer<S> for GateLayer<H> {
     type Service = GateService<S, H>;
 
     fn layer(&self, inner: S) -> GateService<S, H> {
-        GateService { inner, state: Arc::new(self.state.clone()), handoff: self.handoff.clone() }
+        GateService { inner, state: Arc::new(self.state.clone()), handoff: self.handoff.clone(), tls: self.tls }
     }
 }
 
@@ -73,6 +81,7 @@ pub struct GateService<S, H = InsertIdentity> {
     inner: S,
     state: LayerGate,
     handoff: H,
+    tls: bool,
 }
 
 impl<S, H, ReqB, ResB> Service<Request<ReqB>> for GateService<S, H>
@@ -97,7 +106,7 @@ where
         let log = record::access_log_enabled();
         // One clock read for the judgement: the cache lookups check expiry against the same
         // instant the request's duration is measured from.
-        let judgement = self.state.judge(&mut req, &request_id, log, self.handoff.wants_user(), start);
+        let judgement = self.state.judge(&mut req, &request_id, log, self.handoff.wants_user(), start, self.tls);
         let state = match judgement {
             Judgement::Later(later) => {
                 // The service that was made ready goes with the request; a clone stays here.

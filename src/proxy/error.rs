@@ -1,4 +1,5 @@
-//! Why forwarding failed, and the one place that turns it into an answer (502 or 504).
+//! Why forwarding failed, and the one place that turns it into an answer (502 or 504, or 400 when
+//! the client's own body was broken).
 
 use std::fmt;
 use std::time::Duration;
@@ -31,9 +32,16 @@ impl From<super::conn::UpstreamError> for ProxyError {
 }
 
 impl ProxyError {
-    /// `504` for a timeout, `502` for everything else.
+    /// The client's request body broke (a malformed chunk, a connection cut mid-body): the
+    /// client's fault, not the upstream's.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, ProxyError::Upstream(super::conn::UpstreamError::RequestBody(_)))
+    }
+
+    /// `400` for the client's broken body, `504` for a timeout, `502` for everything else.
     pub fn status(&self) -> StatusCode {
         match self {
+            _ if self.is_client_fault() => StatusCode::BAD_REQUEST,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -42,6 +50,7 @@ impl ProxyError {
     /// The answer the client gets. It says what failed but not where the upstream lives.
     pub fn into_response(self) -> Response<ProxyBody> {
         let text = match self {
+            _ if self.is_client_fault() => "the request body is malformed\n",
             ProxyError::Timeout(_) => "upstream did not answer in time\n",
             _ => "upstream unavailable\n",
         };

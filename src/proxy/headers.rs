@@ -7,12 +7,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use smallvec::SmallVec;
 
+use crate::gate::client_headers::is_identity_header;
 use crate::gate::request_id::X_REQUEST_ID;
-
-/// The identity headers only the gate may set (SPEC §4). Compared after `_` → `-`.
-const IDENTITY_HEADERS: [&str; 3] = ["x-whop-user-id", "x-whop-access-level", "x-whop-resource-id"];
-/// Every header starting with this is the gate's to set.
-const GATE_HEADER_PREFIX: &str = "x-whopgate-";
 
 /// `x-forwarded-for`
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -20,33 +16,6 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `x-forwarded-host`
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-
-/// Is `name` one the gate owns, in any spelling a server might fold to it (`X_Whop_User_Id`)?
-///
-/// Header names reach us lower-cased, so only `_` needs folding.
-pub fn is_identity_header(name: &str) -> bool {
-    // Cheap reject: everything we own starts with "x-whop" / "x_whop".
-    let b = name.as_bytes();
-    if b.len() < 7 || !(b[0] == b'x' && (b[1] == b'-' || b[1] == b'_') && &b[2..6] == b"whop") {
-        return false;
-    }
-    let folded = |i: usize| if b[i] == b'_' { b'-' } else { b[i] };
-    let equals_folded =
-        |target: &str| target.len() == b.len() && target.bytes().enumerate().all(|(i, t)| folded(i) == t);
-    let starts_with_folded =
-        |prefix: &str| prefix.len() <= b.len() && prefix.bytes().enumerate().all(|(i, t)| folded(i) == t);
-    IDENTITY_HEADERS.iter().any(|h| equals_folded(h)) || starts_with_folded(GATE_HEADER_PREFIX)
-}
-
-/// Removes every client-supplied identity header (all spellings).
-pub fn strip_identity_headers(headers: &mut HeaderMap) {
-    let doomed: SmallVec<[HeaderName; 4]> =
-        headers.keys().filter(|name| is_identity_header(name.as_str())).cloned().collect();
-    for name in doomed {
-        headers.remove(&name);
-    }
-}
 
 /// What one pass over a request's header names found. Most requests carry none of these names,
 /// and asking the map for each absent one costs a hash lookup apiece.
@@ -60,8 +29,9 @@ pub struct NamesFound {
     forwarded_for: bool,
     forwarded_proto: bool,
     forwarded_host: bool,
-    /// `Forwarded` or `X-Real-IP`: believed only from a trusted proxy.
-    spoofable: bool,
+    /// Other forwarding headers (`Forwarded`, `X-Real-IP`, `X-Forwarded-Port`, …): kept only
+    /// from a trusted proxy.
+    spoofable: SmallVec<[HeaderName; 1]>,
 }
 
 impl NamesFound {
@@ -78,50 +48,78 @@ impl NamesFound {
                 | "proxy-authorization"
                 | "te"
                 | "trailer"
-                | "transfer-encoding" => found.hop_by_hop.push(name.clone()),
+                | "transfer-encoding"
+                // Only meaningful with `Upgrade: h2c`, which is never forwarded (RFC 9113 §3.1).
+                | "http2-settings" => found.hop_by_hop.push(name.clone()),
                 "x-forwarded-for" => found.forwarded_for = true,
                 "x-forwarded-proto" => found.forwarded_proto = true,
                 "x-forwarded-host" => found.forwarded_host = true,
-                "forwarded" | "x-real-ip" => found.spoofable = true,
+                // What apps read the client's address, scheme, port or original URL from.
+                "forwarded"
+                | "x-real-ip"
+                | "x-forwarded-port"
+                | "x-forwarded-prefix"
+                | "x-forwarded-scheme"
+                | "x-forwarded-ssl"
+                | "x-forwarded-server"
+                | "x-forwarded-uri"
+                | "x-forwarded-method"
+                | "x-url-scheme"
+                | "front-end-https"
+                | "x-client-ip"
+                | "true-client-ip"
+                | "cf-connecting-ip" => found.spoofable.push(name.clone()),
                 _ => {}
             }
         }
         found
     }
 
-    /// Does the request ask to switch protocols (WebSocket)?
-    pub fn wants_upgrade(&self, headers: &HeaderMap) -> bool {
-        self.upgrade && self.connection && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+    /// Does the request ask for a protocol switch that may be tunnelled: a WebSocket handshake
+    /// (a GET with `Connection: upgrade` and `websocket` among its `Upgrade` tokens)? Any other
+    /// upgrade (`h2c` above all: the client would then speak HTTP/2 to the app, unjudged) is
+    /// not, and its headers are dropped.
+    pub fn wants_upgrade(&self, method: &http::Method, headers: &HeaderMap) -> bool {
+        self.upgrade
+            && self.connection
+            && method == http::Method::GET
+            && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+            && list_tokens(headers, &header::UPGRADE).any(super::upgrade::is_tunnelled)
     }
 }
 
 /// The comma-separated tokens of every `Connection` header.
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
+    list_tokens(headers, &header::CONNECTION)
+}
+
+/// The comma-separated tokens of every `name` header.
+fn list_tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 ///
-/// With `keep_upgrade`, the `Upgrade` header survives and `Connection: upgrade` is set again, as an
-/// upgrade handshake needs both.
+/// With `keep_upgrade` (a WebSocket handshake), `Upgrade: websocket` and `Connection: upgrade`
+/// are set again, as the handshake needs both; any other token the client offered is dropped.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, found: &NamesFound, keep_upgrade: bool) {
     let mut doomed = found.hop_by_hop.clone();
     if found.connection {
         let named = connection_tokens(headers)
             .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
             .filter(|name| !set_by_whopgate(name));
         let named: SmallVec<[HeaderName; 4]> = named.collect();
         doomed.extend(named);
         doomed.push(header::CONNECTION);
     }
-    if found.upgrade && !keep_upgrade {
+    if found.upgrade {
         doomed.push(header::UPGRADE);
     }
     for name in &doomed {
         headers.remove(name);
     }
     if keep_upgrade {
+        headers.insert(header::UPGRADE, HeaderValue::from_static(super::upgrade::TUNNELLED));
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
@@ -183,8 +181,9 @@ impl Forwarded {
 }
 
 /// Takes `X-Forwarded-For/Proto/Host` out of `headers` and decides their values: appended to /
-/// kept from a trusted peer, replaced otherwise. Untrusted `Forwarded` and `X-Real-IP` are
-/// dropped so the upstream cannot be fooled by them.
+/// kept from a trusted peer, replaced otherwise. The other forwarding headers an untrusted
+/// client sent (`Forwarded`, `X-Real-IP`, `X-Forwarded-Port`, …) are dropped so the upstream
+/// cannot be fooled by them.
 pub fn take_forwarded(
     headers: &mut HeaderMap,
     found: &NamesFound,
@@ -213,9 +212,10 @@ pub fn take_forwarded(
             headers.remove(name);
         }
     }
-    if found.spoofable && !peer.trusted {
-        headers.remove(header::FORWARDED);
-        headers.remove(&X_REAL_IP);
+    if !peer.trusted {
+        for name in &found.spoofable {
+            headers.remove(name);
+        }
     }
     Forwarded { for_, proto, host }
 }
@@ -243,24 +243,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identity_header_spellings() {
-        for name in [
-            "x-whop-user-id",
-            "x_whop_user_id",
-            "x-whop_access-level",
-            "x_whop_resource_id",
-            "x-whopgate-source",
-            "x-whopgate-anything",
-            "x_whopgate_anything",
-        ] {
-            assert!(is_identity_header(name), "{name}");
-        }
-        for name in ["x-whop-user-token", "x-whop", "x-whopgate", "x-whop-user-idx", "accept", "x-whopx-user-id"] {
-            assert!(!is_identity_header(name), "{name}");
-        }
-    }
-
-    #[test]
     fn strips_identity_and_hop_by_hop() {
         let mut h = HeaderMap::new();
         h.insert("x-whop-user-id", HeaderValue::from_static("user_evil"));
@@ -271,7 +253,7 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));
         h.insert("accept", HeaderValue::from_static("*/*"));
-        strip_identity_headers(&mut h);
+        crate::gate::client_headers::strip(&mut h);
         let found = NamesFound::scan(&h);
         strip_hop_by_hop(&mut h, &found, false);
         let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
@@ -301,10 +283,35 @@ mod tests {
         h.insert("connection", HeaderValue::from_static("Upgrade"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         let found = NamesFound::scan(&h);
-        assert!(found.wants_upgrade(&h));
+        assert!(found.wants_upgrade(&http::Method::GET, &h));
+        assert!(!found.wants_upgrade(&http::Method::POST, &h), "a WebSocket handshake is a GET");
         strip_hop_by_hop(&mut h, &found, true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn only_websocket_upgrades_survive() {
+        let offer = |upgrade: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_static("Upgrade, HTTP2-Settings"));
+            h.insert("upgrade", HeaderValue::from_str(upgrade).unwrap());
+            h.insert("http2-settings", HeaderValue::from_static("AAMAAABkAARAAAAAAAIAAAAA"));
+            h
+        };
+        for upgrade in ["h2c", "H2C", "h2c, h2", "TLS/1.2"] {
+            let mut h = offer(upgrade);
+            let found = NamesFound::scan(&h);
+            assert!(!found.wants_upgrade(&http::Method::GET, &h), "{upgrade}");
+            strip_hop_by_hop(&mut h, &found, false);
+            assert!(h.is_empty(), "{upgrade}: {h:?}");
+        }
+        let mut h = offer("websocket, h2c");
+        let found = NamesFound::scan(&h);
+        assert!(found.wants_upgrade(&http::Method::GET, &h));
+        strip_hop_by_hop(&mut h, &found, true);
+        assert_eq!(h.get_all("upgrade").iter().collect::<Vec<_>>(), ["websocket"], "h2c is dropped from the offer");
+        assert!(!h.contains_key("http2-settings"));
     }
 
     #[test]

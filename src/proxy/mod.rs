@@ -135,7 +135,7 @@ impl ClientConn {
         identity: Option<&IdentityHeaders>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let found = headers::NamesFound::scan(req.headers());
-        let upgrade = req.version() == Version::HTTP_11 && found.wants_upgrade(req.headers());
+        let upgrade = req.version() == Version::HTTP_11 && found.wants_upgrade(req.method(), req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let forwarded = prepare_request(&mut req, &found, &self.peer, upgrade);
 
@@ -153,8 +153,16 @@ impl ClientConn {
         parts.version = Version::HTTP_11;
 
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client) = client_upgrade else {
-                // An upstream that switches protocols unasked cannot be followed.
+            // An upstream that switches protocols unasked, or to another protocol than the
+            // one asked for, cannot be followed: the tunnel would carry requests never judged.
+            let to_websocket = parts
+                .headers
+                .get_all(header::UPGRADE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .all(upgrade::is_tunnelled);
+            let Some(client) = client_upgrade.filter(|_| to_websocket && parts.headers.contains_key(header::UPGRADE))
+            else {
                 return Ok(self.fail(ProxyError::UnexpectedUpgrade));
             };
             let (socket, early) = conn.into_upgraded();
@@ -165,8 +173,13 @@ impl ClientConn {
     }
 
     fn fail(&self, error: ProxyError) -> Response<ProxyBody> {
-        self.proxy.metrics.upstream_error();
-        tracing::warn!(error = %error, upstream = %self.proxy.upstream.authority, "upstream request failed");
+        if error.is_client_fault() {
+            // Not the upstream's failure, and a client must not be able to flood the log.
+            tracing::debug!(error = %error, "the client's request could not be forwarded");
+        } else {
+            self.proxy.metrics.upstream_error();
+            tracing::warn!(error = %error, upstream = %self.proxy.upstream.authority, "upstream request failed");
+        }
         error.into_response()
     }
 

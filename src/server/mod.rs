@@ -143,7 +143,7 @@ impl Worker {
         };
         let pool = self.proxy.new_pool();
         // The proxy reads the identity headers; WhopUser in the extensions would go unused.
-        let layer = self.gate.layer().with_handoff(WriteIdentityHeaders);
+        let layer = self.gate.layer().with_handoff(WriteIdentityHeaders).serving_tls(self.settings.tls.is_some());
         let tracker = TaskTracker::new();
         let supervisor = Supervisor::new(self.settings.limits.header_read_timeout, self.shutdown.clone());
         // Ends with the worker's runtime.
