@@ -262,4 +262,74 @@ mod tests {
             assert_eq!(normalize(once).as_deref(), Ok(once), "{p}");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Paths made of the pieces that matter to a normaliser: slashes, dots, escapes of
+        /// every kind (unreserved, reserved, slash, backslash, control, percent, malformed),
+        /// parameters and plain names.
+        fn path() -> impl Strategy<Value = String> {
+            let piece = prop::sample::select(vec![
+                "/", "/", "/", ".", "..", "a", "b", "admin", "%2e", "%2E", "%2f", "%5c", "%25", "%41", "%7e", "%3a",
+                "%00", "%0a", "%", "%zz", ";", ";x=1", "\\", "~", "é", "%C3%A9", "-", "_",
+            ]);
+            prop::collection::vec(piece, 0..14).prop_map(|pieces| format!("/{}", pieces.concat()))
+        }
+
+        fn decode_once(path: &str) -> Vec<u8> {
+            percent_encoding::percent_decode_str(path).collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Normalising twice gives what normalising once gave.
+            #[test]
+            fn normalising_is_idempotent(p in path()) {
+                if let Ok(once) = normalize(&p) {
+                    let twice = normalize(&once);
+                    prop_assert_eq!(twice.as_deref(), Ok(&*once), "{:?}", p);
+                }
+            }
+
+            /// A normalised path means the same to an app that decodes it once: decoding cannot
+            /// make a slash, a backslash, a control character or a dot segment appear, so its
+            /// segments are the ones that were matched.
+            #[test]
+            fn a_normalised_path_never_decodes_to_another(p in path()) {
+                if let Ok(normal) = normalize(&p) {
+                    let decoded = decode_once(&normal);
+                    let raw_segments = normal.split('/').count();
+                    let decoded_segments = decoded.split(|b| *b == b'/').count();
+                    prop_assert_eq!(raw_segments, decoded_segments, "{:?} -> {:?}", p, normal);
+                    prop_assert!(!decoded.iter().any(|b| *b == b'\\' || *b < 0x20 || *b == 0x7f), "{:?}", normal);
+                    for segment in decoded.split(|b| *b == b'/') {
+                        prop_assert!(segment != b"." && segment != b"..", "{:?} -> {:?}", p, normal);
+                    }
+                    prop_assert!(!normal.contains("//"), "{:?}", normal);
+                }
+            }
+
+            /// Where the WHATWG URL parser (what browsers and many frameworks use) defines the
+            /// result too — dot segments, `%2e` as a dot, no empty segments, nothing above the
+            /// root — both give the same path.
+            #[test]
+            fn agrees_with_the_url_crate(segments in prop::collection::vec(
+                prop::sample::select(vec!["a", "b", "admin", ".", "..", "%2e", "%2E", "%2e%2e", ".%2e", "%2e.", "x.y"]),
+                1..10,
+            )) {
+                let p = format!("/{}", segments.join("/"));
+                let Ok(ours) = normalize(&p) else {
+                    // Ours refuses only what climbs above the root, which the URL parser clamps.
+                    prop_assert_eq!(normalize(&p), Err(PathRejection::AboveRoot));
+                    return Ok(());
+                };
+                let theirs = url::Url::parse(&format!("http://h{p}")).expect("a URL");
+                prop_assert_eq!(&*ours, theirs.path(), "{}", p);
+            }
+        }
+    }
 }

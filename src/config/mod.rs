@@ -37,6 +37,8 @@ mod enums;
 mod env;
 mod error;
 mod load;
+#[cfg(test)]
+mod properties;
 mod reader;
 mod secret;
 mod values;

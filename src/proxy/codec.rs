@@ -329,6 +329,30 @@ pub fn decode_chunked(buf: &mut BytesMut, state: &mut ChunkState) -> Result<Opti
     }
 }
 
+/// Writes the size line of a chunk of `len` data bytes (`len` in hex, then CRLF). The data and
+/// [`CHUNK_END`] follow; the body ends with [`LAST_CHUNK`].
+pub fn encode_chunk_size(out: &mut Vec<u8>, len: usize) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut rest = len;
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[rest & 0xf];
+        rest >>= 4;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What follows a chunk's data.
+pub const CHUNK_END: &[u8] = b"\r\n";
+
+/// The last chunk of a chunked body, with no trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
 fn find_crlf(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\r\n")
 }
@@ -478,5 +502,176 @@ mod tests {
         assert!(decode_all(b"zz\r\n", 100).is_err());
         assert!(decode_all(b"5\r\nhelloXX0\r\n\r\n", 100).is_err());
         assert!(decode_all(b"5\r\nhel", 100).is_err(), "incomplete");
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A response as the upstream might write it: status, headers, body and its framing.
+        #[derive(Debug, Clone)]
+        struct Written {
+            status: u16,
+            headers: Vec<(String, String)>,
+            body: Vec<u8>,
+            /// `None`: `Content-Length`; `Some(sizes)`: chunked, cut into chunks of these sizes.
+            chunks: Option<Vec<usize>>,
+        }
+
+        impl Written {
+            fn bytes(&self) -> Vec<u8> {
+                let mut out = format!("HTTP/1.1 {} X\r\n", self.status).into_bytes();
+                for (name, value) in &self.headers {
+                    out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+                }
+                match &self.chunks {
+                    None => out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", self.body.len()).as_bytes()),
+                    Some(_) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n"),
+                }
+                match &self.chunks {
+                    None => out.extend_from_slice(&self.body),
+                    Some(sizes) => out.extend_from_slice(&encode_chunked(&self.body, sizes)),
+                }
+                out
+            }
+        }
+
+        /// `body` with the proxy's own chunk encoder, cut where `sizes` say (the rest in one).
+        fn encode_chunked(body: &[u8], sizes: &[usize]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut rest = body;
+            for &size in sizes.iter().chain(std::iter::once(&usize::MAX)) {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, tail) = rest.split_at(size.clamp(1, rest.len()));
+                encode_chunk_size(&mut out, chunk.len());
+                out.extend_from_slice(chunk);
+                out.extend_from_slice(CHUNK_END);
+                rest = tail;
+            }
+            out.extend_from_slice(LAST_CHUNK);
+            out
+        }
+
+        /// Status, headers and body, as a reader made them out.
+        type Read = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
+
+        /// What a reader makes of `pieces` fed one after another.
+        fn read(pieces: &[&[u8]]) -> Result<Read, CodecError> {
+            let mut buf = BytesMut::new();
+            let mut head = None;
+            let mut body = Vec::new();
+            let mut state = ChunkState::Size;
+            for piece in pieces {
+                buf.extend_from_slice(piece);
+                if head.is_none() {
+                    head = parse_response_head(&mut buf, &Method::GET)?;
+                }
+                match head.as_ref().map(|h: &Head| h.framing) {
+                    Some(Framing::Chunked) => {
+                        while state != ChunkState::Done {
+                            match decode_chunked(&mut buf, &mut state)? {
+                                Some(data) => body.extend_from_slice(&data),
+                                None => break,
+                            }
+                        }
+                    }
+                    Some(_) => body.extend_from_slice(&buf.split()),
+                    None => {}
+                }
+            }
+            let head = head.ok_or(CodecError::Malformed("incomplete head"))?;
+            if head.framing == Framing::Chunked && state != ChunkState::Done {
+                return Err(CodecError::Malformed("incomplete body"));
+            }
+            let headers =
+                head.response.headers().iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+            Ok((head.response.status().as_u16(), headers, body))
+        }
+
+        fn written() -> impl Strategy<Value = Written> {
+            let header = ("[a-z][a-z0-9-]{0,12}", "[ -~&&[^ ]]([ -~]{0,20}[!-~])?").prop_filter(
+                "not a framing or hop-by-hop name",
+                |(n, _)| {
+                    !matches!(
+                        n.as_str(),
+                        "content-length"
+                            | "transfer-encoding"
+                            | "connection"
+                            | "keep-alive"
+                            | "te"
+                            | "trailer"
+                            | "upgrade"
+                            | "proxy-connection"
+                            | "proxy-authenticate"
+                    )
+                },
+            );
+            (
+                prop::sample::select(vec![200u16, 201, 301, 404, 500, 503]),
+                prop::collection::vec(header, 0..6),
+                prop::collection::vec(any::<u8>(), 0..300),
+                prop::option::of(prop::collection::vec(1usize..40, 0..8)),
+            )
+                .prop_map(|(status, headers, body, chunks)| Written { status, headers, body, chunks })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// However the upstream's bytes arrive (cut at any one byte, or one byte at a time),
+            /// the reader sees the same head and body as from one read.
+            #[test]
+            fn a_response_split_anywhere_reads_the_same(written in written()) {
+                let bytes = written.bytes();
+                let whole = read(&[&bytes]).expect("a well-formed response");
+                prop_assert_eq!(whole.0, written.status);
+                prop_assert_eq!(&whole.2, &written.body);
+                for (name, value) in &written.headers {
+                    prop_assert!(whole.1.iter().any(|(n, v)| n == name && v == value.as_bytes()), "{} lost", name);
+                }
+                for split in 0..=bytes.len() {
+                    let (a, b) = bytes.split_at(split);
+                    prop_assert_eq!(&read(&[a, b]).expect("split"), &whole, "split at {}", split);
+                }
+                let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+                prop_assert_eq!(&read(&bytewise).expect("byte by byte"), &whole);
+            }
+
+            /// What the proxy's chunk encoder writes, the decoder reads back, split anywhere.
+            #[test]
+            fn chunked_bodies_round_trip(
+                body in prop::collection::vec(any::<u8>(), 0..2000),
+                sizes in prop::collection::vec(1usize..600, 0..10),
+                split in 1usize..64,
+            ) {
+                let encoded = encode_chunked(&body, &sizes);
+                let mut buf = BytesMut::new();
+                let mut state = ChunkState::Size;
+                let mut decoded = Vec::new();
+                for piece in encoded.chunks(split) {
+                    buf.extend_from_slice(piece);
+                    while state != ChunkState::Done {
+                        match decode_chunked(&mut buf, &mut state).expect("our own encoding") {
+                            Some(data) => decoded.extend_from_slice(&data),
+                            None => break,
+                        }
+                    }
+                }
+                prop_assert_eq!(state, ChunkState::Done);
+                prop_assert_eq!(decoded, body);
+                prop_assert!(buf.is_empty(), "nothing left over");
+            }
+
+            /// Chunk size lines for any length read back as that length.
+            #[test]
+            fn chunk_sizes_round_trip(len in 0usize..(1 << 40)) {
+                let mut line = Vec::new();
+                encode_chunk_size(&mut line, len);
+                prop_assert_eq!(line, format!("{len:x}\r\n").into_bytes());
+            }
+        }
     }
 }

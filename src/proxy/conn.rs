@@ -200,30 +200,30 @@ impl UpstreamConn {
             }
             head_pending = false;
             if chunked {
-                self.write.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                codec::encode_chunk_size(&mut self.write, data.len());
             }
             if data.len() <= COALESCE_LIMIT {
                 self.write.extend_from_slice(&data);
                 if chunked {
-                    self.write.extend_from_slice(b"\r\n");
+                    self.write.extend_from_slice(codec::CHUNK_END);
                 }
                 self.write_all_timed(timeout).await?;
             } else {
                 self.write_all_timed(timeout).await?;
                 self.write_bytes_timed(&data, timeout).await?;
                 if chunked {
-                    self.write_bytes_timed(b"\r\n", timeout).await?;
+                    self.write_bytes_timed(codec::CHUNK_END, timeout).await?;
                 }
             }
         }
         if head_pending {
             // The body turned out empty: the head (and the last chunk) go now.
             if chunked {
-                self.write.extend_from_slice(b"0\r\n\r\n");
+                self.write.extend_from_slice(codec::LAST_CHUNK);
             }
             self.write_all_timed(timeout).await
         } else if chunked {
-            self.write_bytes_timed(b"0\r\n\r\n", timeout).await
+            self.write_bytes_timed(codec::LAST_CHUNK, timeout).await
         } else {
             Ok(())
         }
