@@ -113,13 +113,22 @@ impl LicenseKeyVerifier {
     }
 
     /// The key a request presents: the configured header, else `Authorization: Bearer` when
-    /// `bearer = true`. A present but empty or oversized key is returned as is, to be refused.
+    /// `bearer = true`. A present but empty or oversized key is returned as is, to be refused;
+    /// so is a key given twice (empty), since the app could read the other one.
     pub fn find_key<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
-        if let Some(value) = headers.get(&self.header) {
-            return Some(value.to_str().unwrap_or("").trim());
+        let only = |name: &HeaderName| {
+            let mut values = headers.get_all(name).iter();
+            let first = values.next()?;
+            Some(if values.next().is_some() { "" } else { first.to_str().unwrap_or("") })
+        };
+        if let Some(value) = only(&self.header) {
+            return Some(value.trim());
         }
         if self.bearer {
-            let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+            let value = only(&header::AUTHORIZATION)?;
+            if value.is_empty() {
+                return Some("");
+            }
             let (scheme, key) = value.split_once(' ')?;
             if scheme.eq_ignore_ascii_case("bearer") {
                 return Some(key.trim());
@@ -242,5 +251,11 @@ mod tests {
         assert_eq!(verifier(&mock, true).find_key(&headers), Some("KEY-1"));
         headers.insert("x-whop-license-key", " KEY-2 ".parse().unwrap());
         assert_eq!(verifier(&mock, true).find_key(&headers), Some("KEY-2"));
+        // Given twice, the gate and the app could each read another key: present, and refused.
+        headers.append("x-whop-license-key", "KEY-3".parse().unwrap());
+        assert_eq!(verifier(&mock, true).find_key(&headers), Some(""));
+        headers.remove("x-whop-license-key");
+        headers.append(header::AUTHORIZATION, "Bearer KEY-4".parse().unwrap());
+        assert_eq!(verifier(&mock, true).find_key(&headers), Some(""));
     }
 }
