@@ -71,6 +71,35 @@ pub fn warnings(config: &Config, table: &RouteTable) -> Vec<String> {
         format!("{}: warning: {what} is accepted but not acted on by this version of whopgate", config.file)
     }));
     out.extend(shadow_warnings(config, table));
+    out.extend(form_post_warnings(config, table));
+    out
+}
+
+/// Paths where a form POST is refused because POST and an overridable method fall under two
+/// rules (see `gate::method_override`): probed at each method-specific rule's own path.
+fn form_post_warnings(config: &Config, table: &RouteTable) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in table.rules().iter().filter(|r| r.methods.is_some()) {
+        let host = rule.host.as_ref().map(ToString::to_string).filter(|h| !h.starts_with("*."));
+        let host = host.as_deref();
+        let post = table.find(&Method::POST, host, &rule.path).map(|r| r.index);
+        let other = [Method::PUT, Method::PATCH, Method::DELETE]
+            .into_iter()
+            .find(|m| table.find(m, host, &rule.path).map(|r| r.index) != post);
+        if let Some(method) = other {
+            let under = |index: Option<usize>| index.map_or("no rule".to_owned(), |i| format!("route {}", i + 1));
+            out.push(format!(
+                "{}:{}: warning: form POSTs to {} are refused (400): POST falls under {} and {method} under {}, and \
+                 a _method field in the body could make the app run one as the other; give both the same rule, or \
+                 have clients send JSON or the method itself",
+                config.file,
+                rule.line,
+                rule.path,
+                under(post),
+                under(table.find(&method, host, &rule.path).map(|r| r.index)),
+            ));
+        }
+    }
     out
 }
 

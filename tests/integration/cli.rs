@@ -159,6 +159,27 @@ fn check_warns_about_shadowed_rules() {
     assert!(stdout(&out).contains("/late"), "the table still lists the rule");
 }
 
+/// A rule that splits a path by method makes form POSTs there refusable (a `_method` body field
+/// could make the app run one as the other method); `check` says where, and why.
+#[test]
+fn check_warns_where_form_posts_are_refused() {
+    let quiet = with_config(VALID, &["check"]);
+    assert!(!stderr(&quiet).contains("form POSTs"), "{}", stderr(&quiet));
+    let reads_public = VALID.replace("path = \"/assets\"", "path = \"/assets\"\nmethods = [\"GET\", \"HEAD\"]");
+    let out = with_config(&reads_public, &["check"]);
+    assert!(!stderr(&out).contains("form POSTs"), "POST and DELETE both fall under route 2:\n{}", stderr(&out));
+    let posts_public = VALID.replace("path = \"/assets\"", "path = \"/comments\"\nmethods = [\"POST\"]");
+    let out = with_config(&posts_public, &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            ":8: warning: form POSTs to /comments are refused (400): POST falls under route 1 and PUT under route 2"
+        ),
+        "{err}"
+    );
+}
+
 /// Keys whose feature this build lacks are accepted (the schema is final) but never silently: a
 /// user who sets one is told what they will not get.
 #[test]
