@@ -95,6 +95,9 @@ pub fn of_request<B>(req: &Request<B>, tls: bool) -> Result<Cow<'_, str>, HostRe
 /// The canonical spelling of an authority (`host[:port]`): lower case, no trailing dot, no
 /// default port (80, or 443 when `https`), the port without leading zeros.
 pub fn canonical(authority: &str, https: bool) -> Result<Cow<'_, str>, HostRejection> {
+    if is_canonical_name(authority.as_bytes(), https) {
+        return Ok(Cow::Borrowed(authority));
+    }
     let bytes = authority.as_bytes();
     if bytes.contains(&b',') {
         return Err(HostRejection::List);
@@ -127,6 +130,65 @@ pub fn canonical(authority: &str, https: bool) -> Result<Cow<'_, str>, HostRejec
     }
     Ok(Cow::Owned(out))
 }
+
+/// The spelling nearly every request uses, checked in one pass: a lower-case name or IPv4
+/// address of at most 63 bytes, with no empty label and no trailing dot, and at most a port
+/// that is not the default, in decimal without a leading zero. False means "look closer" (the
+/// full check in [`canonical`]), not "bad".
+fn is_canonical_name(bytes: &[u8], https: bool) -> bool {
+    // A dot "before" the first byte: a leading dot is an empty label.
+    let mut after_dot = true;
+    let mut host_len = bytes.len();
+    for (i, &b) in bytes.iter().enumerate() {
+        match HOST_BYTES[usize::from(b)] {
+            NAME => after_dot = false,
+            DOT if !after_dot => after_dot = true,
+            COLON => {
+                host_len = i;
+                break;
+            }
+            _ => return false,
+        }
+    }
+    // Up to 63 bytes, no label can be over-long: longer hosts take the full check.
+    if after_dot || host_len > 63 {
+        return false;
+    }
+    let Some(port) = bytes.get(host_len + 1..) else { return true };
+    if port.is_empty() || port.len() > 5 || port[0] == b'0' {
+        return false;
+    }
+    let mut value = 0u32;
+    for &d in port {
+        if !d.is_ascii_digit() {
+            return false;
+        }
+        value = value * 10 + u32::from(d - b'0');
+    }
+    value <= 65535 && value != if https { 443 } else { 80 }
+}
+
+const OTHER: u8 = 0;
+const NAME: u8 = 1;
+const DOT: u8 = 2;
+const COLON: u8 = 3;
+
+/// What each byte is to [`is_canonical_name`].
+static HOST_BYTES: [u8; 256] = {
+    let mut table = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = match c {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => NAME,
+            b'.' => DOT,
+            b':' => COLON,
+            _ => OTHER,
+        };
+        b += 1;
+    }
+    table
+};
 
 /// Splits `host[:port]`, minding `[IPv6]` literals.
 fn split_port(authority: &str) -> Result<(&str, Option<&str>), HostRejection> {

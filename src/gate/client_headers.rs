@@ -15,47 +15,21 @@
 use http::header::{HeaderMap, HeaderName};
 use smallvec::SmallVec;
 
-use super::handoff::{X_WHOP_ACCESS_LEVEL, X_WHOP_RESOURCE_ID, X_WHOP_USER_ID};
+use super::handoff::names::{ACCESS_LEVEL, GATE_PREFIX, RESOURCE_ID, USER_ID};
 
-/// Every header starting with this is the gate's to set.
-const GATE_HEADER_PREFIX: &[u8] = b"x-whopgate-";
-
-/// Headers that re-dispatch or re-route a request in some framework.
-const REROUTING: [&str; 6] = [
-    "x-http-method-override",
-    "x-method-override",
-    "x-http-method",
-    "x-original-url",
-    "x-original-uri",
-    "x-rewrite-url",
-];
-
-/// The proxy's forwarding headers, removed here only in their `_` spellings.
-const FORWARDING: [&str; 10] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-scheme",
-    "x-forwarded-ssl",
-    "x-forwarded-uri",
-    "x-forwarded-method",
-    "x-real-ip",
-];
-
-/// Longest name compared whole; longer ones can only match [`GATE_HEADER_PREFIX`].
-const LONGEST: usize = 24;
+/// Longest name compared whole (`x-http-method-override`); longer ones can only be the gate's
+/// by their prefix.
+const LONGEST: usize = 22;
 
 /// Is `name` (lower case, as `HeaderName` holds it) one the gate owns, in any spelling a server
 /// might fold to it?
 pub fn is_identity_header(name: &str) -> bool {
-    classify(name.as_bytes()) == Some(Class::Identity)
+    classify(name) == Some(Class::Identity)
 }
 
 /// Must this header be removed from what the client sent?
 pub fn is_reserved(name: &str) -> bool {
-    classify(name.as_bytes()).is_some()
+    classify(name).is_some()
 }
 
 /// Removes every reserved header (all spellings) the client sent.
@@ -73,37 +47,48 @@ enum Class {
     ForwardingSpelledWithUnderscores,
 }
 
-fn classify(name: &[u8]) -> Option<Class> {
+fn classify(name: &str) -> Option<Class> {
     // Cheap reject: everything here starts with `x-` or `x_`; most request headers do not.
-    if name.len() < 7 || name[0] != b'x' || !(name[1] == b'-' || name[1] == b'_') {
+    let bytes = name.as_bytes();
+    if bytes.len() < 9 || bytes[0] != b'x' || !(bytes[1] == b'-' || bytes[1] == b'_') {
         return None;
+    }
+    if !bytes.contains(&b'_') {
+        return classify_folded(name, false);
     }
     let mut buf = [0u8; LONGEST];
-    let len = name.len().min(LONGEST);
-    let mut underscore = false;
-    for (slot, &b) in buf.iter_mut().zip(&name[..len]) {
-        *slot = if b == b'_' {
-            underscore = true;
-            b'-'
-        } else {
-            b
-        };
+    let len = bytes.len().min(LONGEST);
+    for (slot, &b) in buf.iter_mut().zip(&bytes[..len]) {
+        *slot = if b == b'_' { b'-' } else { b };
     }
-    let folded = &buf[..len];
-    if folded.starts_with(GATE_HEADER_PREFIX) {
-        return Some(Class::Identity);
+    // Folding `_` to `-` keeps ASCII ASCII.
+    let folded = std::str::from_utf8(&buf[..len]).ok()?;
+    if bytes.len() > LONGEST {
+        return folded.starts_with(GATE_PREFIX).then_some(Class::Identity);
     }
-    if name.len() > LONGEST {
-        return None;
+    classify_folded(folded, true)
+}
+
+/// `name` already has `-` for `_`; `underscored` says whether the client wrote `_`s.
+fn classify_folded(name: &str, underscored: bool) -> Option<Class> {
+    match name {
+        USER_ID | ACCESS_LEVEL | RESOURCE_ID => Some(Class::Identity),
+        "x-http-method-override"
+        | "x-method-override"
+        | "x-http-method"
+        | "x-original-url"
+        | "x-original-uri"
+        | "x-rewrite-url" => Some(Class::Rerouting),
+        // The dash spellings are the proxy's, believed only from `trusted_proxies`.
+        "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-forwarded-port" | "x-forwarded-prefix"
+        | "x-forwarded-scheme" | "x-forwarded-ssl" | "x-forwarded-uri" | "x-forwarded-method" | "x-real-ip"
+            if underscored =>
+        {
+            Some(Class::ForwardingSpelledWithUnderscores)
+        }
+        _ if name.starts_with(GATE_PREFIX) => Some(Class::Identity),
+        _ => None,
     }
-    let is = |candidates: &[&str]| candidates.iter().any(|c| c.as_bytes() == folded);
-    if is(&[X_WHOP_USER_ID.as_str(), X_WHOP_ACCESS_LEVEL.as_str(), X_WHOP_RESOURCE_ID.as_str()]) {
-        return Some(Class::Identity);
-    }
-    if is(&REROUTING) {
-        return Some(Class::Rerouting);
-    }
-    (underscore && is(&FORWARDING)).then_some(Class::ForwardingSpelledWithUnderscores)
 }
 
 #[cfg(test)]

@@ -60,14 +60,28 @@ use tower_service::Service;
 
 use super::user::WhopUser;
 
+/// The identity header names as text, for matching (the one place they are spelled).
+pub(crate) mod names {
+    /// `x-whop-user-id`
+    pub const USER_ID: &str = "x-whop-user-id";
+    /// `x-whop-access-level`
+    pub const ACCESS_LEVEL: &str = "x-whop-access-level";
+    /// `x-whop-resource-id`
+    pub const RESOURCE_ID: &str = "x-whop-resource-id";
+    /// `x-whopgate-source`
+    pub const SOURCE: &str = "x-whopgate-source";
+    /// Every header starting with this is the gate's to set.
+    pub const GATE_PREFIX: &str = "x-whopgate-";
+}
+
 /// `x-whop-user-id`
-pub static X_WHOP_USER_ID: HeaderName = HeaderName::from_static("x-whop-user-id");
+pub static X_WHOP_USER_ID: HeaderName = HeaderName::from_static(names::USER_ID);
 /// `x-whop-access-level`
-pub static X_WHOP_ACCESS_LEVEL: HeaderName = HeaderName::from_static("x-whop-access-level");
+pub static X_WHOP_ACCESS_LEVEL: HeaderName = HeaderName::from_static(names::ACCESS_LEVEL);
 /// `x-whop-resource-id`
-pub static X_WHOP_RESOURCE_ID: HeaderName = HeaderName::from_static("x-whop-resource-id");
+pub static X_WHOP_RESOURCE_ID: HeaderName = HeaderName::from_static(names::RESOURCE_ID);
 /// `x-whopgate-source`
-pub static X_WHOPGATE_SOURCE: HeaderName = HeaderName::from_static("x-whopgate-source");
+pub static X_WHOPGATE_SOURCE: HeaderName = HeaderName::from_static(names::SOURCE);
 
 /// The identity headers of one cleared request (SPEC §4), as values.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -86,6 +86,7 @@ impl GateState {
     /// travel stripped from the query. `tls`: the connection is TLS (the default port is 443). The identity headers
     /// are not set here but handed over with [`Judgement::Forward`] (see [`super::handoff`]).
     /// `now` is when the request arrived: cached entries are judged fresh or not as of then.
+    #[inline]
     pub(crate) fn judge<B>(
         self: &Arc<Self>,
         req: &mut Request<B>,
@@ -97,16 +98,33 @@ impl GateState {
     ) -> Judgement {
         client_headers::strip(req.headers_mut());
 
-        if let Err(bad) = settle_request(req, tls) {
+        if let Err(bad) = settle_path(req) {
             let verdict = Verdict::Deny { denial: Denial::BadRequest(bad), identity: None };
             return self.conclude(req, None, verdict, request_id, log, user_extension);
         }
+        // The host, looked up once: borrowed from the request in the common case (one `Host`,
+        // canonical already), else written back into it first.
+        let host = match authority::of_request(req, tls) {
+            Ok(Cow::Borrowed(host)) if req.uri().authority().is_none() => host,
+            Ok(canonical) => {
+                let canonical = canonical.into_owned();
+                if let Err(rejection) = set_authority(req, canonical) {
+                    let verdict = Verdict::Deny { denial: Denial::BadRequest(rejection.into()), identity: None };
+                    return self.conclude(req, None, verdict, request_id, log, user_extension);
+                }
+                req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default()
+            }
+            Err(rejection) => {
+                let verdict = Verdict::Deny { denial: Denial::BadRequest(rejection.into()), identity: None };
+                return self.conclude(req, None, verdict, request_id, log, user_extension);
+            }
+        };
 
         if let Some(endpoint) = Endpoint::route(&self.prefix, req.uri().path()) {
             return self.endpoint(endpoint, req, request_id, log);
         }
 
-        let Some(rule) = self.routes.find(req.method(), request_host(req), req.uri().path()) else {
+        let Some(rule) = self.routes.find(req.method(), Some(host), req.uri().path()) else {
             return self.conclude(
                 req,
                 None,
@@ -117,7 +135,7 @@ impl GateState {
             );
         };
         let rule_index = rule.index;
-        if method_override::could_be_rerouted(req, &self.routes, request_host(req), rule_index) {
+        if method_override::could_be_rerouted(req, &self.routes, host, rule_index) {
             let verdict = Verdict::Deny { denial: Denial::BadRequest(BadRequest::FormMethodOverride), identity: None };
             return self.conclude(req, None, verdict, request_id, log, user_extension);
         }
@@ -383,13 +401,12 @@ fn cleared(
     Cleared { headers, user }
 }
 
-/// Refuses what cannot be judged and gives the request the one spelling that is matched and
-/// forwarded: its canonical authority (see [`authority`]) and its normalised path.
-fn settle_request<B>(req: &mut Request<B>, tls: bool) -> Result<(), BadRequest> {
+/// Refuses what cannot be judged and gives the request the one path that is matched and
+/// forwarded (see [`path`]).
+fn settle_path<B>(req: &mut Request<B>) -> Result<(), BadRequest> {
     if req.method() == Method::CONNECT {
         return Err(BadRequest::Connect);
     }
-    settle_authority(req, tls)?;
     match path::normalize(req.uri().path())? {
         Cow::Borrowed(_) => Ok(()),
         // Never forward a spelling other than the one we matched.
@@ -400,14 +417,10 @@ fn settle_request<B>(req: &mut Request<B>, tls: bool) -> Result<(), BadRequest> 
     }
 }
 
-/// Sets `Host` to the request's canonical authority, and the target's authority too when it has
-/// one (absolute form, HTTP/2), so the gate and the app cannot read two hosts.
-fn settle_authority<B>(req: &mut Request<B>, tls: bool) -> Result<(), HostRejection> {
-    let canonical = match authority::of_request(req, tls)? {
-        // `Host` is the authority, already in its canonical spelling: nearly every request.
-        Cow::Borrowed(_) if req.uri().authority().is_none() => return Ok(()),
-        canonical => canonical.into_owned(),
-    };
+/// Sets `Host` to the request's canonical authority (see [`authority`]), and the target's
+/// authority too when it has one (absolute form, HTTP/2), so the gate and the app cannot read
+/// two hosts.
+fn set_authority<B>(req: &mut Request<B>, canonical: String) -> Result<(), HostRejection> {
     if req.uri().authority().is_some_and(|a| a.as_str() != canonical) {
         let mut parts = req.uri().clone().into_parts();
         parts.authority = Some(Authority::try_from(canonical.as_str()).map_err(|_| HostRejection::Invalid)?);
@@ -418,11 +431,6 @@ fn settle_authority<B>(req: &mut Request<B>, tls: bool) -> Result<(), HostReject
         req.headers_mut().insert(header::HOST, value);
     }
     Ok(())
-}
-
-/// The host rules are matched against: `Host`, which [`settle_authority`] made canonical.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers().get(header::HOST).and_then(|h| h.to_str().ok())
 }
 
 /// Replaces the request's path (and query, when `query` is given), keeping scheme and

@@ -43,12 +43,12 @@ fn is_method_param(pair: &str) -> bool {
 
 /// A form `POST` (the one kind of request whose body can carry `_method`) that another rule would
 /// judge than the rule for `PUT`, `PATCH` or `DELETE` to the same host and path.
-pub(crate) fn could_be_rerouted<B>(req: &Request<B>, routes: &RouteTable, host: Option<&str>, rule: usize) -> bool {
+pub(crate) fn could_be_rerouted<B>(req: &Request<B>, routes: &RouteTable, host: &str, rule: usize) -> bool {
     if req.method() != Method::POST || !routes.has_method_rules() || !is_form(req.headers()) {
         return false;
     }
     let path = req.uri().path();
-    OVERRIDABLE.iter().any(|method| routes.find(method, host, path).map(|r| r.index) != Some(rule))
+    OVERRIDABLE.iter().any(|method| routes.find(method, Some(host), path).map(|r| r.index) != Some(rule))
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
