@@ -2,7 +2,7 @@
 //! make apps route or dispatch differently are removed or judged, never passed through).
 
 use crate::app::{App, Behaviour};
-use crate::client::{raw_request, status_of};
+use crate::client::{h2, h2_get, raw_request, status_of};
 use crate::support::{Whopgate, config};
 
 /// Reading `/items` is public, changing it needs the company's team; `/comments` takes public
@@ -53,6 +53,24 @@ async fn method_override_headers_never_reach_the_app() {
     {
         assert!(!names.contains(&name.to_owned()), "{name} reached the app:\n{}", received.head);
     }
+}
+
+/// Finding 5 and 6 over HTTP/2: the same headers, the same query parameter, the same result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_never_reach_the_app_over_http2() {
+    let (app, gate) = setup().await;
+    let headers = [
+        ("x-http-method-override", "DELETE"),
+        ("x_method_override", "DELETE"),
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+    ];
+    let status = h2(gate.addr, h2_get("http://app.example/items/1?_method=DELETE&a=1", &headers)).await;
+    assert_eq!(status, Some(200));
+    let received = app.only();
+    assert_eq!(received.request_line(), "GET /items/1?a=1 HTTP/1.1");
+    let lower = received.head.to_ascii_lowercase();
+    assert!(!lower.contains("override") && !lower.contains("/admin"), "{}", received.head);
 }
 
 /// Finding 5, the query parameter: `_method` (Laravel, Symfony, Express) in any spelling a
