@@ -83,8 +83,9 @@ enum Pending {
 impl GateState {
     /// Judges a request, rewriting it for forwarding: canonical host, normalised path, forged
     /// identity and re-routing headers removed, credentials and method overrides that must not
-    /// travel stripped from the query. `tls`: the connection is TLS (the default port is 443). The identity headers
-    /// are not set here but handed over with [`Judgement::Forward`] (see [`super::handoff`]).
+    /// travel stripped from the query. `tls`: the connection is TLS (the default port is 443).
+    /// The identity headers are not set here but handed over with [`Judgement::Forward`] (see
+    /// [`super::handoff`]).
     /// `now` is when the request arrived: cached entries are judged fresh or not as of then.
     // Inlined into its one caller, `GateService::call`, as it was before the host checks made
     // it bigger: a call and the arguments' moves per request (154 instructions).

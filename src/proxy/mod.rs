@@ -155,12 +155,8 @@ impl ClientConn {
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             // An upstream that switches protocols unasked, or to another protocol than the
             // one asked for, cannot be followed: the tunnel would carry requests never judged.
-            let to_websocket = parts
-                .headers
-                .get_all(header::UPGRADE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .all(upgrade::is_tunnelled);
+            let to_websocket =
+                parts.headers.get_all(header::UPGRADE).iter().all(|v| v.to_str().is_ok_and(upgrade::is_tunnelled));
             let Some(client) = client_upgrade.filter(|_| to_websocket && parts.headers.contains_key(header::UPGRADE))
             else {
                 return Ok(self.fail(ProxyError::UnexpectedUpgrade));
