@@ -38,8 +38,9 @@ fn main() {
         max_entries: count,
         whop_timeout: Duration::from_secs(3),
     };
+    let backend = Arc::new(whopgate::access::CheckAccess::new(client));
     let cache =
-        AccessCache::new(client, settings, vec![Arc::from("prod_aaaaaaaaaaaaaa")], &metrics, runtime.handle().clone());
+        AccessCache::new(backend, settings, vec![Arc::from("prod_aaaaaaaaaaaaaa")], &metrics, runtime.handle().clone());
     let before = rss_kib();
     let started = Instant::now();
     for i in 0..count {

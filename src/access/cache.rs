@@ -1,9 +1,9 @@
-//! [`AccessCache`]: (user, resource) → what Whop says, cached with refresh-ahead, coalescing and
-//! stale-if-error.
+//! [`AccessCache`]: (user, resource) → what the [`AccessBackend`] says, cached with
+//! refresh-ahead, coalescing and stale-if-error.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,9 @@ use prometheus::IntGauge;
 use quick_cache::Equivalent;
 use tokio::sync::watch;
 
+use super::backend::AccessBackend;
 use crate::metrics::{CacheCounters, Metrics};
-use crate::whop::{Access, WhopClient, WhopError};
+use crate::whop::{Access, WhopError};
 
 /// How long after a failed background refresh the next one may start: a failing Whop is not
 /// asked again by every request that passes.
@@ -88,17 +89,23 @@ struct Entry {
 
 type Pending = watch::Receiver<Option<Result<Access, WhopError>>>;
 
+/// A fetch under way: its answer, for others asking the same key meanwhile, and whether the
+/// key was invalidated since it began (then its answer is given but not cached).
+#[derive(Debug, Clone)]
+struct InFlight {
+    answer: Pending,
+    invalidated: Arc<AtomicBool>,
+}
+
 /// Whop access decisions, cached. See the [module docs](crate::access).
 pub struct AccessCache {
     /// Bounded by `max_entries` (CLOCK-PRO eviction); expired entries are not served and are
     /// evicted like any other cold entry. Reads take a per-thread slot of a sharded lock, so
     /// cores reading the same entry do not contend.
     entries: quick_cache::sync::Cache<DecisionKey, Entry>,
-    inflight: Mutex<HashMap<DecisionKey, Pending>>,
-    /// Bumped by every invalidation: a fetch that overlapped one does not cache its answer.
-    epoch: AtomicU64,
+    inflight: Mutex<HashMap<DecisionKey, InFlight>>,
     resources: Vec<Arc<str>>,
-    client: Arc<WhopClient>,
+    backend: Arc<dyn AccessBackend>,
     settings: CacheSettings,
     runtime: tokio::runtime::Handle,
     counters: CacheCounters,
@@ -115,10 +122,10 @@ impl std::fmt::Debug for AccessCache {
 }
 
 impl AccessCache {
-    /// A cache asking `client`, spawning its fetches on `runtime`. `resources` are every resource
-    /// the routes name: invalidating a user drops their entry for each of them.
+    /// A cache asking `backend`, spawning its fetches on `runtime`. `resources` are every
+    /// resource the routes name: invalidating a user drops their entry for each of them.
     pub fn new(
-        client: Arc<WhopClient>,
+        backend: Arc<dyn AccessBackend>,
         settings: CacheSettings,
         resources: Vec<Arc<str>>,
         metrics: &Metrics,
@@ -128,9 +135,8 @@ impl AccessCache {
         Arc::new(Self {
             entries,
             inflight: Mutex::new(HashMap::new()),
-            epoch: AtomicU64::new(0),
             resources,
-            client,
+            backend,
             settings,
             runtime,
             counters: metrics.cache_counters("decision"),
@@ -167,16 +173,16 @@ impl AccessCache {
         }
         let Some(index) = self.resource_index(resource) else {
             // Not one of the routes' resources: asked, never cached.
-            let access = self.client.check_access(user, resource).await?;
+            let access = self.backend.decide(user, resource).await?;
             return Ok(Decision { access, stale: false });
         };
         let pending = {
             let key = DecisionKey { user: user.clone(), resource: index };
             let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
             match inflight.get(&key) {
-                Some(pending) => {
+                Some(fetch) => {
                     self.counters.coalesced.inc();
-                    pending.clone()
+                    fetch.answer.clone()
                 }
                 None => {
                     self.counters.miss.inc();
@@ -209,10 +215,20 @@ impl AccessCache {
     }
 
     /// Forgets every decision about `user` (their access changed), on every resource the routes
-    /// name. Costs one removal per resource, never a scan. Fetches already in flight still answer
-    /// their waiters but do not cache.
+    /// name. Costs one lookup and one removal per resource, never a scan. That user's fetches
+    /// already in flight still answer their waiters but do not cache; other users' fetches are
+    /// not touched.
     pub fn invalidate_user(&self, user: &str) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        {
+            // Flagged first, removed second: a fetch that stores after this sees its flag.
+            let inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            let user: Arc<str> = Arc::from(user);
+            for index in 0..self.resources.len() {
+                if let Some(fetch) = inflight.get(&DecisionKey { user: user.clone(), resource: index_u16(index) }) {
+                    fetch.invalidated.store(true, Ordering::SeqCst);
+                }
+            }
+        }
         for index in 0..self.resources.len() {
             self.entries.remove(&KeyRef { user, resource: index_u16(index) });
         }
@@ -259,19 +275,19 @@ impl AccessCache {
         }
     }
 
-    /// Asks Whop in a task of its own (it finishes even if every waiter goes away) and
+    /// Asks the backend in a task of its own (it finishes even if every waiter goes away) and
     /// registers it so that others for the same key wait for it instead of asking again.
-    fn start_fetch(self: &Arc<Self>, inflight: &mut HashMap<DecisionKey, Pending>, key: DecisionKey) -> Pending {
+    fn start_fetch(self: &Arc<Self>, inflight: &mut HashMap<DecisionKey, InFlight>, key: DecisionKey) -> Pending {
         let (tx, rx) = watch::channel(None);
-        inflight.insert(key.clone(), rx.clone());
+        let invalidated = Arc::new(AtomicBool::new(false));
+        inflight.insert(key.clone(), InFlight { answer: rx.clone(), invalidated: invalidated.clone() });
         let cache = self.clone();
-        let epoch = self.epoch.load(Ordering::SeqCst);
         let resource = self.resources[usize::from(key.resource)].clone();
         self.runtime.spawn(async move {
-            let result = cache.client.check_access(&key.user, &resource).await;
+            let result = cache.backend.decide(&key.user, &resource).await;
             match &result {
-                Ok(access) => cache.store(&key, cache.entry_for(*access, Instant::now()), epoch),
-                Err(_) => cache.postpone_refresh(&key, epoch),
+                Ok(access) => cache.store(&key, cache.entry_for(*access, Instant::now()), &invalidated),
+                Err(_) => cache.postpone_refresh(&key, &invalidated),
             }
             cache.inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
             let _ = tx.send(Some(result));
@@ -280,23 +296,22 @@ impl AccessCache {
         rx
     }
 
-    /// Stores what a fetch that began at invalidation epoch `epoch` learned, unless an
-    /// invalidation happened since.
-    fn store(&self, key: &DecisionKey, entry: Entry, epoch: u64) {
+    /// Stores what a fetch learned, unless its key was invalidated since it began.
+    fn store(&self, key: &DecisionKey, entry: Entry, invalidated: &AtomicBool) {
         self.entries.insert(key.clone(), entry);
-        // Checked after inserting: an invalidation either removed our entry already or bumped
-        // the epoch before we look here.
-        if self.epoch.load(Ordering::SeqCst) != epoch {
+        // Checked after inserting: an invalidation either removes our entry after this or has
+        // flagged the fetch before we look here.
+        if invalidated.load(Ordering::SeqCst) {
             self.entries.remove(&KeyRef { user: &key.user, resource: key.resource });
         }
     }
 
     /// After a failed refresh, the entry (still fresh) waits a little before the next try.
-    fn postpone_refresh(&self, key: &DecisionKey, epoch: u64) {
+    fn postpone_refresh(&self, key: &DecisionKey, invalidated: &AtomicBool) {
         let retry_at = Instant::now() + REFRESH_RETRY;
         let Some(entry) = self.entries.get(&KeyRef { user: &key.user, resource: key.resource }) else { return };
         if entry.refresh_from < retry_at && retry_at < entry.fetched_at + self.ttl(entry.access) {
-            self.store(key, Entry { refresh_from: retry_at, ..entry }, epoch);
+            self.store(key, Entry { refresh_from: retry_at, ..entry }, invalidated);
         }
     }
 }
@@ -319,8 +334,10 @@ async fn wait(mut pending: Pending) -> Result<Access, WhopError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::CheckAccess;
     use crate::config::{Secret, WhopConfig};
     use crate::mock::{EndpointKind, Fault, MockState, MockWhop};
+    use crate::whop::WhopClient;
 
     fn client_for(mock: &MockWhop, metrics: &Arc<Metrics>, timeout: Duration) -> Arc<WhopClient> {
         let config = WhopConfig {
@@ -346,7 +363,13 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let client = client_for(mock, &metrics, Duration::from_secs(2));
         let resources = vec![Arc::from("prod_mockproduct1"), Arc::from("prod_mockproduct2")];
-        AccessCache::new(client, settings(ttl), resources, &metrics, tokio::runtime::Handle::current())
+        AccessCache::new(
+            Arc::new(CheckAccess::new(client)),
+            settings(ttl),
+            resources,
+            &metrics,
+            tokio::runtime::Handle::current(),
+        )
     }
 
     fn ids(user: &str, resource: &str) -> (Arc<str>, Arc<str>) {
@@ -437,5 +460,64 @@ mod tests {
         cache.invalidate_user("user_alice");
         assert_eq!(in_flight.await.unwrap().unwrap().access, Access::Customer);
         assert_eq!(cache.lookup_now(&alice, &p1), None);
+
+        // Only that user's fetches: another user's, in flight across it, is cached as usual.
+        let (bob, _) = ids("user_bob", "prod_mockproduct1");
+        let in_flight = {
+            let (cache, bob, p1) = (cache.clone(), bob.clone(), p1.clone());
+            tokio::spawn(async move { cache.lookup(&bob, &p1).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cache.invalidate_user("user_alice");
+        let answer = in_flight.await.unwrap().unwrap().access;
+        assert_eq!(cache.lookup_now(&bob, &p1), Some(answer), "bob's answer was cached");
+    }
+
+    /// A backend of the test's own: the cache's semantics do not depend on where answers come
+    /// from.
+    #[derive(Debug, Default)]
+    struct Counting {
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl AccessBackend for Counting {
+        fn decide<'a>(&'a self, user: &'a str, _resource: &'a str) -> crate::access::Decided<'a> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let access = if user == "user_in" { Access::Customer } else { Access::NoAccess };
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(access)
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn any_backend_gets_the_same_cache() {
+        let backend = Arc::new(Counting::default());
+        let metrics = Metrics::new();
+        let resources = vec![Arc::from("prod_x")];
+        let cache = AccessCache::new(
+            backend.clone(),
+            settings(Duration::from_secs(60)),
+            resources.clone(),
+            &metrics,
+            tokio::runtime::Handle::current(),
+        );
+        let user: Arc<str> = Arc::from("user_in");
+        let lookups: Vec<_> = (0..20)
+            .map(|_| {
+                let (cache, user, resource) = (cache.clone(), user.clone(), resources[0].clone());
+                tokio::spawn(async move { cache.lookup(&user, &resource).await })
+            })
+            .collect();
+        for lookup in lookups {
+            assert_eq!(lookup.await.unwrap().unwrap().access, Access::Customer);
+        }
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 1, "20 concurrent misses, one backend call");
+        assert_eq!(cache.lookup_now(&user, &resources[0]), Some(Access::Customer));
+        let out: Arc<str> = Arc::from("user_out");
+        assert_eq!(cache.lookup(&out, &resources[0]).await.unwrap().access, Access::NoAccess);
+        assert_eq!(cache.lookup_now(&out, &resources[0]), Some(Access::NoAccess), "refusals are cached too");
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 2);
     }
 }

@@ -1,5 +1,7 @@
-//! Access decisions: does user U have access to resource R? Asked of the Whop API through
-//! [`AccessCache`], so a busy app costs Whop almost no calls (SPEC §4, "Decision").
+//! Access decisions: does user U have access to resource R? Asked of an [`AccessBackend`]
+//! (today [`CheckAccess`], Whop's v1 access check) through [`AccessCache`], so a busy app costs
+//! Whop almost no calls (SPEC §4, "Decision"). The cache's semantics are the same whatever the
+//! backend:
 //!
 //! - The key is exactly (user id, resource id).
 //! - Granted decisions live `cache.ttl`, refusals `cache.negative_ttl`.
@@ -8,8 +10,11 @@
 //!   never waits on Whop.
 //! - While Whop fails (timeout, 5xx, 429, budget spent), an expired entry is served for up to
 //!   `cache.stale_if_error`.
-//! - One user's entries can be dropped (a webhook said their access changed) without scanning.
+//! - One user's entries can be dropped (a webhook said their access changed) without scanning;
+//!   that user's fetches in flight then answer but do not cache, and nobody else's are touched.
 
+mod backend;
 mod cache;
 
+pub use backend::{AccessBackend, CheckAccess, Decided};
 pub use cache::{AccessCache, CacheSettings, Decision};

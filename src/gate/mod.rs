@@ -67,7 +67,7 @@ pub use service::{GateLayer, GateService, ResponseFuture};
 pub use user::MissingWhopUser;
 pub use user::WhopUser;
 
-use crate::access::{AccessCache, CacheSettings};
+use crate::access::{AccessBackend, AccessCache, CacheSettings, CheckAccess};
 use crate::config::{Config, SourceKind};
 use crate::endpoints::SignIn;
 use crate::identity::session::{SessionCodec, SessionSetupError};
@@ -191,7 +191,9 @@ impl Gate {
             max_entries: config.cache.max_entries,
             whop_timeout: config.whop.timeout,
         };
-        let access = AccessCache::new(client, settings, resources, &metrics, runtime.clone());
+        // `whop.access_api` picks the backend; only `check_access` is built so far (refused above).
+        let backend: Arc<dyn AccessBackend> = Arc::new(CheckAccess::new(client));
+        let access = AccessCache::new(backend, settings, resources, &metrics, runtime.clone());
 
         let rules = routes
             .rules()
