@@ -6,6 +6,7 @@ use std::fmt::Write;
 use http::Method;
 
 use crate::config::Config;
+use crate::gate::method_override;
 use crate::path;
 use crate::route::{RouteTable, Rule};
 
@@ -76,17 +77,15 @@ pub fn warnings(config: &Config, table: &RouteTable) -> Vec<String> {
 }
 
 /// Paths where a form POST is refused because POST and an overridable method fall under two
-/// rules (see `gate::method_override`): probed at each method-specific rule's own path.
+/// rules (the gate's own test, `gate::method_override`), probed at each method-specific rule's
+/// own path.
 fn form_post_warnings(config: &Config, table: &RouteTable) -> Vec<String> {
     let mut out = Vec::new();
     for rule in table.rules().iter().filter(|r| r.methods.is_some()) {
         let host = rule.host.as_ref().map(ToString::to_string).filter(|h| !h.starts_with("*."));
         let host = host.as_deref();
         let post = table.find(&Method::POST, host, &rule.path).map(|r| r.index);
-        let other = [Method::PUT, Method::PATCH, Method::DELETE]
-            .into_iter()
-            .find(|m| table.find(m, host, &rule.path).map(|r| r.index) != post);
-        if let Some(method) = other {
+        if let Some((method, other)) = method_override::rerouted_to(table, host, &rule.path, post) {
             let under = |index: Option<usize>| index.map_or("no rule".to_owned(), |i| format!("route {}", i + 1));
             out.push(format!(
                 "{}:{}: warning: form POSTs to {} are refused (400): POST falls under {} and {method} under {}, and \
@@ -96,7 +95,7 @@ fn form_post_warnings(config: &Config, table: &RouteTable) -> Vec<String> {
                 rule.line,
                 rule.path,
                 under(post),
-                under(table.find(&method, host, &rule.path).map(|r| r.index)),
+                under(other),
             ));
         }
     }

@@ -69,7 +69,7 @@ pub enum BadRequest {
     /// `CONNECT`: the gate is no forward proxy, and a tunnel would carry requests never judged.
     Connect,
     /// A form `POST` whose body could make the app run it as `PUT`, `PATCH` or `DELETE`
-    /// (`_method`), which another rule governs (see [`super::method_override`]).
+    /// (`_method`), which another rule governs (the gate cannot strip it from a streamed body).
     FormMethodOverride,
 }
 

@@ -68,8 +68,21 @@ pub(crate) fn could_be_rerouted<B>(req: &Request<B>, routes: &RouteTable, host: 
     if req.method() != Method::POST || !routes.has_method_rules() || !is_form(req.headers()) {
         return false;
     }
-    let path = req.uri().path();
-    OVERRIDABLE.iter().any(|method| routes.find(method, Some(host), path).map(|r| r.index) != Some(rule))
+    rerouted_to(routes, Some(host), req.uri().path(), Some(rule)).is_some()
+}
+
+/// The first method a form `POST` could be run as whose rule is not `post_rule` (the rule `POST`
+/// falls under at `host` and `path`), with that method's rule. Also what `check` warns about.
+pub(crate) fn rerouted_to(
+    routes: &RouteTable,
+    host: Option<&str>,
+    path: &str,
+    post_rule: Option<usize>,
+) -> Option<(Method, Option<usize>)> {
+    OVERRIDABLE.iter().find_map(|method| {
+        let rule = routes.find(method, host, path).map(|r| r.index);
+        (rule != post_rule).then(|| (method.clone(), rule))
+    })
 }
 
 fn is_form(headers: &HeaderMap) -> bool {

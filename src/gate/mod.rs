@@ -42,7 +42,7 @@ pub mod denial;
 mod endpoints;
 mod handoff;
 mod judge;
-mod method_override;
+pub(crate) mod method_override;
 pub mod negotiate;
 mod record;
 pub mod request_id;
