@@ -3,12 +3,17 @@
 //! invalidation are the [`super::AccessCache`]'s, in front of every backend alike.
 //!
 //! A new source of decisions (another Whop API, a local membership mirror) is a new
-//! implementation of this trait; the cache's semantics do not change with it.
+//! implementation of this trait, and a line in [`backend_for`]; what it can judge goes in
+//! [`super::scope`]. The cache's semantics do not change with it.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::check_access::CheckAccess;
+use super::members::Members;
+use super::membership_list::MembershipList;
+use crate::config::AccessApi;
 use crate::whop::{Access, WhopClient, WhopError};
 
 /// The future an [`AccessBackend`] answers with.
@@ -24,22 +29,12 @@ pub trait AccessBackend: Send + Sync + std::fmt::Debug {
     fn decide<'a>(&'a self, user: &'a str, resource: &'a str) -> Decided<'a>;
 }
 
-/// `whop.access_api = "check_access"`: the v1 access check,
-/// `GET /api/v1/users/{user_id}/access/{resource_id}` (SPEC §1).
-#[derive(Debug, Clone)]
-pub struct CheckAccess {
-    client: Arc<WhopClient>,
-}
-
-impl CheckAccess {
-    /// The access check through `client`.
-    pub fn new(client: Arc<WhopClient>) -> Self {
-        Self { client }
-    }
-}
-
-impl AccessBackend for CheckAccess {
-    fn decide<'a>(&'a self, user: &'a str, resource: &'a str) -> Decided<'a> {
-        Box::pin(self.client.check_access(user, resource))
+/// The backend `whop.access_api` names, calling Whop through `client`.
+pub fn backend_for(api: AccessApi, client: Arc<WhopClient>) -> Arc<dyn AccessBackend> {
+    match api {
+        AccessApi::CheckAccess => Arc::new(CheckAccess::new(client)),
+        AccessApi::Members => Arc::new(Members::new(client)),
+        AccessApi::MembershipsV2 => Arc::new(MembershipList::v2(client)),
+        AccessApi::MembershipsV5 => Arc::new(MembershipList::v5(client)),
     }
 }

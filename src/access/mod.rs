@@ -1,7 +1,7 @@
-//! Access decisions: does user U have access to resource R? Asked of an [`AccessBackend`]
-//! (today [`CheckAccess`], Whop's v1 access check) through [`AccessCache`], so a busy app costs
-//! Whop almost no calls (SPEC §4, "Decision"). The cache's semantics are the same whatever the
-//! backend:
+//! Access decisions: does user U have access to resource R? Asked of an [`AccessBackend`] (one
+//! per `whop.access_api`: [`CheckAccess`], [`Members`], [`MembershipList`] v2/v5) through
+//! [`AccessCache`], so a busy app costs Whop almost no calls (SPEC §4, "Decision"). What each
+//! backend can judge is in [`scope`]. The cache's semantics are the same whatever the backend:
 //!
 //! - The key is exactly (user id, resource id).
 //! - Granted decisions live `cache.ttl`, refusals `cache.negative_ttl`.
@@ -15,6 +15,13 @@
 
 mod backend;
 mod cache;
+mod check_access;
+mod members;
+mod membership_list;
+pub mod scope;
 
-pub use backend::{AccessBackend, CheckAccess, Decided};
+pub use backend::{AccessBackend, Decided, backend_for};
 pub use cache::{AccessCache, CacheSettings, Decision};
+pub use check_access::CheckAccess;
+pub use members::Members;
+pub use membership_list::MembershipList;

@@ -811,35 +811,18 @@ fn check_api_key(r: &mut Reader<'_>, whop: &Whop, identity: &Identity, mirror: &
     );
 }
 
-/// The legacy access APIs can only answer for some kinds of resource and access level.
+/// Every rule must be judgeable by the configured `whop.access_api` (`crate::access::scope`).
 fn check_access_api(r: &mut Reader<'_>, whop: &Whop, routes: &[RouteDraft]) {
+    use crate::access::scope::{judges_level, judges_resource};
     let api = whop.config.access_api;
-    let (allowed_prefix, what) = match api {
-        AccessApi::CheckAccess => return,
-        AccessApi::Members => ("biz_", "companies (`biz_…`)"),
-        AccessApi::MembershipsV2 | AccessApi::MembershipsV5 => ("prod_", "products (`prod_…`)"),
-    };
     for route in routes {
         for (id, span) in &route.require_spans {
-            if !id.starts_with(allowed_prefix) {
-                r.error(
-                    span,
-                    Problem::new(format!(
-                        "`{id}` cannot be checked with `whop.access_api = \"{api}\"`, which only answers for {what}"
-                    ))
-                    .hint("use `access_api = \"check_access\"`, which handles products, experiences and companies"),
-                );
+            if let Err(refusal) = judges_resource(api, id) {
+                r.error(span, Problem::new(refusal.why).hint(refusal.instead));
             }
         }
-        if route.config.access_level == AccessLevel::Admin
-            && matches!(api, AccessApi::MembershipsV2 | AccessApi::MembershipsV5)
-            && let Some(span) = &route.access_level_span
-        {
-            r.error(
-                span,
-                Problem::new(format!("`access_level = \"admin\"` cannot be decided with `whop.access_api = \"{api}\"`: membership lists do not say who is a team member"))
-                    .hint("use `access_api = \"check_access\"` or \"members\""),
-            );
+        if let (Err(refusal), Some(span)) = (judges_level(api, route.config.access_level), &route.access_level_span) {
+            r.error(span, Problem::new(refusal.why).hint(refusal.instead));
         }
     }
 }
@@ -1344,7 +1327,7 @@ checkout_url = "https://whop.com/checkout/plan_x"
             (route("path = \"/a\"\nrequire = [\"prod_a\"]\npubic = true"), "pubic", "unknown key `pubic` in [[route]]; did you mean `public`?"),
             (format!("{WHOP}\n[route]\npath = \"/\"\nrequire = [\"prod_a\"]\n"), "[route]", "write each rule under `[[route]]`"),
             (format!("route = []\n{WHOP}"), "[]", "add at least one [[route]]"),
-            (format!("{WHOP}access_api = \"members\"\n\n[[route]]\npath = \"/\"\nrequire = [\"biz_a\", \"prod_a\"]\n"), "\"prod_a\"", "only answers for companies"),
+            (format!("{WHOP}access_api = \"members\"\n\n[[route]]\npath = \"/\"\nrequire = [\"biz_a\", \"prod_a\"]\n"), "\"prod_a\"", "a member record is per company"),
             (format!("{WHOP}access_api = \"memberships_v5\"\n\n[[route]]\npath = \"/\"\nrequire = [\"prod_a\"]\naccess_level = \"admin\"\n"), "\"admin\"", "membership lists do not say who is a team member"),
             (route("path = \"/a\"\nrequire = \"prod_a\""), "\"prod_a\"", "`require` must be a list, found a string"),
             (route("path = \"/a\"\nrequire = [\"prod_a\"]\npublic = \"no\""), "\"no\"", "`public` must be true or false"),

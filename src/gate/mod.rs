@@ -67,7 +67,7 @@ pub use service::{GateLayer, GateService, ResponseFuture};
 pub use user::MissingWhopUser;
 pub use user::WhopUser;
 
-use crate::access::{AccessBackend, AccessCache, CacheSettings, CheckAccess};
+use crate::access::{AccessCache, CacheSettings, backend_for};
 use crate::config::{Config, SourceKind};
 use crate::endpoints::SignIn;
 use crate::identity::session::{SessionCodec, SessionSetupError};
@@ -123,9 +123,6 @@ impl Gate {
     pub async fn from_config(config: &Config) -> Result<Gate, GateError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| GateError::NoRuntime)?;
 
-        if config.whop.access_api != crate::config::AccessApi::CheckAccess {
-            return Err(GateError::Unsupported(format!("whop.access_api = \"{}\"", config.whop.access_api)));
-        }
         let metrics = Arc::new(Metrics::new());
         let http = WhopClient::http_client();
         let client = Arc::new(WhopClient::new(&config.whop, http.clone(), metrics.clone()));
@@ -191,8 +188,7 @@ impl Gate {
             max_entries: config.cache.max_entries,
             whop_timeout: config.whop.timeout,
         };
-        // `whop.access_api` picks the backend; only `check_access` is built so far (refused above).
-        let backend: Arc<dyn AccessBackend> = Arc::new(CheckAccess::new(client));
+        let backend = backend_for(config.whop.access_api, client);
         let access = AccessCache::new(backend, settings, resources, &metrics, runtime.clone());
 
         let rules = routes

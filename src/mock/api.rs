@@ -312,19 +312,21 @@ fn page_params(query: &Query) -> Result<(usize, usize), Reply> {
     Ok((page, per))
 }
 
-/// Memberships matching the legacy list filters, in state order.
+/// Memberships matching the legacy list filters, in state order. v5 has no user filter (Whop's
+/// does not either): its `user_id` is ignored, as Whop ignores a parameter it does not know.
 fn filtered<'a>(
     state: &'a MockState,
     query: &Query,
     scope: Option<&str>,
     default_valid: Option<bool>,
+    by_user: bool,
 ) -> Result<Vec<&'a Membership>, Reply> {
     let valid = bool_param(query, "valid")?.or(default_valid);
     let status = match query.get("status") {
         None | Some("") => None,
         Some(s) => Some(s.parse::<MembershipStatus>().map_err(|e| Reply::bad_request(e.to_string()))?),
     };
-    let user = query.get("user_id").filter(|s| !s.is_empty());
+    let user = query.get("user_id").filter(|s| by_user && !s.is_empty());
     let product = query.get("product_id").filter(|s| !s.is_empty());
     let plan = query.get("plan_id").filter(|s| !s.is_empty());
     Ok(state
@@ -354,7 +356,7 @@ fn email_of(state: &MockState, user_id: &str) -> Option<String> {
 /// pagination says `total_page`.
 fn memberships_v2(state: &MockState, query: &Query, scope: Option<&str>) -> Result<Reply, Reply> {
     let (page, per) = page_params(query)?;
-    let all = filtered(state, query, scope, None)?;
+    let all = filtered(state, query, scope, None, true)?;
     let (items, total_pages) = page_of(&all, page, per);
     let data: Vec<Value> = items
         .into_iter()
@@ -378,11 +380,11 @@ fn memberships_v2(state: &MockState, query: &Query, scope: Option<&str>) -> Resu
     })))
 }
 
-/// `GET /api/v5/company/memberships`: `valid` defaults to true; flat ids; the pagination says
+/// `GET /api/v5/company/memberships`: `valid` defaults to true; no user filter; flat ids; the pagination says
 /// `total_pages`, `next_page`, `prev_page`.
 fn memberships_v5(state: &MockState, query: &Query, scope: Option<&str>) -> Result<Reply, Reply> {
     let (page, per) = page_params(query)?;
-    let all = filtered(state, query, scope, Some(true))?;
+    let all = filtered(state, query, scope, Some(true), false)?;
     let (items, total_pages) = page_of(&all, page, per);
     let data: Vec<Value> = items
         .into_iter()

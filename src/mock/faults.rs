@@ -231,35 +231,65 @@ fn take_failure(slot: &mut Option<Fault>) -> Option<Failure> {
     Some(failure)
 }
 
-/// The real rate limit: calls per minute per endpoint kind and API key, over a sliding window.
+/// The real rate limit, per endpoint kind and API key over a sliding window: `per_minute` calls
+/// a minute for v1 kinds; for the legacy lists Whop's own (SPEC §1): v2 100 per 10 s, v5 20 per
+/// 10 s, where a 429 starts a 60 s cool-down.
 #[derive(Default)]
 pub(crate) struct RateLimiter {
     windows: HashMap<(EndpointKind, String), VecDeque<Instant>>,
+    cooling: HashMap<(EndpointKind, String), Instant>,
+}
+
+/// How one kind is limited: calls, window, cool-down after a refusal.
+fn limits(kind: EndpointKind, per_minute: u32) -> (usize, Duration, Option<Duration>) {
+    const TEN_SECONDS: Duration = Duration::from_secs(10);
+    match kind {
+        EndpointKind::MembershipsV2 => (100, TEN_SECONDS, None),
+        EndpointKind::MembershipsV5 => (20, TEN_SECONDS, Some(Duration::from_secs(60))),
+        _ => (per_minute as usize, Duration::from_secs(60), None),
+    }
+}
+
+/// Whole seconds, rounded up: "Try again in 0 seconds." would invite an immediate retry that
+/// fails.
+fn seconds_up(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl RateLimiter {
     /// Admits a call, or says how many seconds to wait (at least 1). Refused calls do not use
     /// up the budget.
     pub(crate) fn check(&mut self, per_minute: u32, kind: EndpointKind, key: &str, now: Instant) -> Result<(), u64> {
-        const WINDOW: Duration = Duration::from_secs(60);
-        let window = self.windows.entry((kind, key.to_owned())).or_default();
-        while window.front().is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW) {
+        let (limit, window_length, cool_down) = limits(kind, per_minute);
+        let slot = (kind, key.to_owned());
+        if let Some(until) = self.cooling.get(&slot) {
+            if now < *until {
+                return Err(seconds_up(*until - now));
+            }
+            self.cooling.remove(&slot);
+        }
+        let window = self.windows.entry(slot.clone()).or_default();
+        while window.front().is_some_and(|t| now.saturating_duration_since(*t) >= window_length) {
             window.pop_front();
         }
-        if window.len() < per_minute as usize {
+        if window.len() < limit {
             window.push_back(now);
             return Ok(());
         }
+        if let Some(cool_down) = cool_down {
+            self.cooling.insert(slot, now + cool_down);
+            return Err(seconds_up(cool_down));
+        }
         let wait = window
             .front()
-            .map(|oldest| WINDOW.saturating_sub(now.saturating_duration_since(*oldest)))
-            .unwrap_or(WINDOW);
-        // Round up: "Try again in 0 seconds." would invite an immediate retry that fails.
-        Err((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
+            .map(|oldest| window_length.saturating_sub(now.saturating_duration_since(*oldest)))
+            .unwrap_or(window_length);
+        Err(seconds_up(wait))
     }
 
     pub(crate) fn clear(&mut self) {
         self.windows.clear();
+        self.cooling.clear();
     }
 }
 
@@ -308,6 +338,25 @@ mod tests {
         assert!(t.set(FaultScope::All, Fault::Error { status: 404, times: None }).is_err());
         assert_eq!("all".parse::<FaultScope>().unwrap(), FaultScope::All);
         assert_eq!("memberships_v5".parse::<FaultScope>().unwrap(), FaultScope::Endpoint(EndpointKind::MembershipsV5));
+    }
+
+    #[test]
+    fn the_legacy_lists_have_whops_limits() {
+        let mut l = RateLimiter::default();
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            assert!(l.check(600, EndpointKind::MembershipsV2, "k", t0).is_ok());
+        }
+        assert_eq!(l.check(600, EndpointKind::MembershipsV2, "k", t0), Err(10));
+        assert!(l.check(600, EndpointKind::MembershipsV2, "k", t0 + Duration::from_secs(10)).is_ok());
+
+        for _ in 0..20 {
+            assert!(l.check(600, EndpointKind::MembershipsV5, "k", t0).is_ok());
+        }
+        assert_eq!(l.check(600, EndpointKind::MembershipsV5, "k", t0), Err(60), "a 60 s cool-down");
+        let later = t0 + Duration::from_secs(30);
+        assert_eq!(l.check(600, EndpointKind::MembershipsV5, "k", later), Err(30), "even after the window");
+        assert!(l.check(600, EndpointKind::MembershipsV5, "k", t0 + Duration::from_secs(60)).is_ok());
     }
 
     #[test]

@@ -7,6 +7,8 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
+use super::api::EndpointKind;
+
 /// A JSON answer, built by handlers and turned into a hyper response at the end.
 #[derive(Debug)]
 pub(crate) struct Reply {
@@ -61,6 +63,20 @@ impl Reply {
             "rate_limit_exceeded",
             format!("Try again in {retry_after} seconds."),
         );
+        if header {
+            r.headers.push((http::header::RETRY_AFTER, HeaderValue::from(retry_after)));
+        }
+        r
+    }
+
+    /// A 429 as `kind` answers it: the legacy lists (v2, v5) say only
+    /// `{"message":"You are being rate limited"}` (SPEC §1), v1 as [`Reply::rate_limited`].
+    pub(crate) fn rate_limited_for(kind: EndpointKind, retry_after: u64, header: bool) -> Reply {
+        if !matches!(kind, EndpointKind::MembershipsV2 | EndpointKind::MembershipsV5) {
+            return Reply::rate_limited(retry_after, header);
+        }
+        let body = json!({ "message": "You are being rate limited" });
+        let mut r = Reply { status: StatusCode::TOO_MANY_REQUESTS, body, headers: Vec::new() };
         if header {
             r.headers.push((http::header::RETRY_AFTER, HeaderValue::from(retry_after)));
         }
@@ -172,5 +188,9 @@ mod tests {
         assert_eq!(r.body, json!({"error":{"type":"rate_limit_exceeded","message":"Try again in 12 seconds."}}));
         assert_eq!(r.headers[0].1, "12");
         assert!(Reply::rate_limited(3, false).headers.is_empty());
+        let legacy = Reply::rate_limited_for(EndpointKind::MembershipsV5, 60, true);
+        assert_eq!(legacy.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(legacy.body, json!({"message":"You are being rate limited"}));
+        assert_eq!(Reply::rate_limited_for(EndpointKind::Access, 3, false).body, Reply::rate_limited(3, false).body);
     }
 }

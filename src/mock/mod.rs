@@ -29,7 +29,7 @@
 //! | `GET /api/v1/users/{user_id}/access/{resource_id}` | `access` | `{"has_access","access_level"}`; the user may be given by username; unknown user or resource: 404 |
 //! | `GET /api/v1/memberships/{mem_… or license key}` | `membership` | the membership, flat (`product_id`, `user_id`, `plan_id`, `company_id`) or nested (`product.id`, `user.id`, `plan.id`, `company.id`): `membership_shape` in the state, or `?mock_shape=flat\|nested` per call |
 //! | `GET /api/v2/memberships?user_id=&product_id=&plan_id=&status=&valid=&page=&per=` | `memberships_v2` | `{"pagination":{"current_page","total_page","total_count"},"data":[{"id","product","user","plan","status","valid",…}]}` |
-//! | `GET /api/v5/company/memberships?valid=&product_id=&user_id=&status=&page=&per=` | `memberships_v5` | `{"pagination":{"current_page","total_pages","next_page","prev_page","total_count"},"data":[{"id","product_id","user_id","plan_id","status","valid",…}]}`; `valid` defaults to `true` |
+//! | `GET /api/v5/company/memberships?valid=&product_id=&status=&page=&per=` | `memberships_v5` | `{"pagination":{"current_page","total_pages","next_page","prev_page","total_count"},"data":[{"id","product_id","user_id","plan_id","status","valid",…}]}`; `valid` defaults to `true`; no user filter (as Whop's) |
 //! | `GET /api/v1/members?company_id=&user_ids[]=` | `members` | `{"data":[{"id","access_level","status","user":{"id","username","name","email"},…}],"page_info":{…}}`; `company_id` defaults to the API key's company |
 //! | `GET /.well-known/jwks.json` | `jwks` | `{"keys":[{"kty":"EC","crv":"P-256","x","y","kid","alg":"ES256","use":"sig"}]}`, no API key needed |
 //! | `GET /oauth/authorize?response_type=code&client_id=&redirect_uri=&scope=&state=&nonce=&code_challenge=&code_challenge_method=S256` | `oauth_authorize` | `302` to `redirect_uri?code=…&state=…`, no API key needed (see [Sign in with Whop](#sign-in-with-whop-oauth)) |
@@ -54,7 +54,10 @@
 //! default) counts admitted calls per endpoint kind and API key (calls that take no key, to the
 //! JWKS and OAuth, share one budget per kind) over a sliding minute and answers past it with
 //! Whop's 429 body and `Retry-After`, both giving the seconds until the oldest call in the
-//! window leaves it.
+//! window leaves it. While it is on, the legacy lists keep Whop's own limits instead: v2 100
+//! calls per 10 s, v5 20 per 10 s after which every v5 call is refused for a 60 s cool-down,
+//! both with the legacy 429 body `{"message":"You are being rate limited"}` (also what an
+//! injected `rate_limited` fault answers there).
 //!
 //! # State file (TOML)
 //!
@@ -65,7 +68,7 @@
 //! ```toml
 //! app_id = "app_mockapp000001"      # the `aud` of minted tokens (default shown)
 //! membership_shape = "flat"         # or "nested": default shape of GET /api/v1/memberships/{id}
-//! rate_limit_per_minute = 600       # real 429s past N calls/min per endpoint kind and API key; off when absent
+//! rate_limit_per_minute = 600       # real 429s past N calls/min per v1 endpoint kind and API key (v2/v5: Whop's limits); off when absent
 //! signing_kid = "mock-key-1"        # which key mints tokens (default: the first key)
 //!
 //! [[api_keys]]                      # default: one key "mock_api_key" with no company

@@ -104,7 +104,9 @@ async fn whop(
     match failure {
         None => {}
         Some(Failure::Error { status }) => return Reply::server_error(status),
-        Some(Failure::RateLimited { retry_after, header }) => return Reply::rate_limited(retry_after, header),
+        Some(Failure::RateLimited { retry_after, header }) => {
+            return Reply::rate_limited_for(kind, retry_after, header);
+        }
         Some(Failure::Hang) => {
             let _hanging = Hanging::new(inner);
             tokio::time::sleep(HANG_FOR).await;
@@ -121,7 +123,7 @@ async fn whop(
     };
     let bucket = key.as_ref().map_or("", |k| k.key.as_str());
     if let Err(wait) = inner.rate_check(kind, bucket) {
-        return Reply::rate_limited(wait, true);
+        return Reply::rate_limited_for(kind, wait, true);
     }
     match route {
         Route::OAuth(endpoint) => oauth::answer(inner, endpoint, headers, query, body).await,

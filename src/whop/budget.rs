@@ -1,5 +1,5 @@
-//! Staying inside Whop's rate limits: a hard per-minute budget per endpoint, and a pause after a
-//! 429 for as long as Whop asked.
+//! Staying inside Whop's rate limits: a hard budget per endpoint over a sliding window (a minute
+//! for v1, ten seconds for the legacy lists), and a pause after a 429 for as long as Whop asked.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
@@ -7,16 +7,17 @@ use std::time::{Duration, Instant};
 
 use super::error::WhopError;
 
-const WINDOW: Duration = Duration::from_secs(60);
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// The calls one endpoint may still make.
 ///
-/// The budget is exact over every sliding minute (not a token bucket, which lets twice the
+/// The budget is exact over every sliding window (not a token bucket, which lets twice the
 /// budget through across a window boundary): a call is allowed only if fewer than `limit` calls
-/// were made in the 60 s before it.
+/// were made in the `window` before it.
 #[derive(Debug)]
 pub struct CallBudget {
     limit: usize,
+    window: Duration,
     state: Mutex<State>,
 }
 
@@ -29,8 +30,13 @@ struct State {
 impl CallBudget {
     /// A budget of `per_minute` calls in any minute.
     pub fn new(per_minute: u32) -> Self {
-        let limit = usize::try_from(per_minute.max(1)).unwrap_or(usize::MAX);
-        Self { limit, state: Mutex::new(State::default()) }
+        Self::per_window(per_minute, MINUTE)
+    }
+
+    /// A budget of `limit` calls in any `window`.
+    pub fn per_window(limit: u32, window: Duration) -> Self {
+        let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+        Self { limit, window, state: Mutex::new(State::default()) }
     }
 
     /// Takes one call from the budget, or says why not (paused, or spent).
@@ -43,12 +49,14 @@ impl CallBudget {
             }
             state.paused_until = None;
         }
-        while state.calls.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+        while state.calls.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
             state.calls.pop_front();
         }
         if state.calls.len() >= self.limit {
             let oldest = state.calls.front().copied().unwrap_or(now);
-            return Err(WhopError::BudgetExhausted { retry_after: WINDOW.saturating_sub(now.duration_since(oldest)) });
+            return Err(WhopError::BudgetExhausted {
+                retry_after: self.window.saturating_sub(now.duration_since(oldest)),
+            });
         }
         state.calls.push_back(now);
         Ok(())
@@ -76,6 +84,19 @@ mod tests {
             Err(WhopError::BudgetExhausted { retry_after }) => assert!(retry_after > Duration::from_secs(59)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_short_window_refills() {
+        let b = CallBudget::per_window(2, Duration::from_millis(100));
+        assert!(b.take().is_ok());
+        assert!(b.take().is_ok());
+        match b.take() {
+            Err(WhopError::BudgetExhausted { retry_after }) => assert!(retry_after <= Duration::from_millis(100)),
+            other => panic!("{other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(110));
+        assert!(b.take().is_ok());
     }
 
     #[test]

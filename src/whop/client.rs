@@ -21,14 +21,51 @@ pub enum Endpoint {
     Access,
     /// Retrieve a membership (by id or license key).
     Membership,
+    /// The v1 member list of a company.
+    Members,
+    /// The v2 membership list.
+    MembershipsV2,
+    /// The v5 company membership list.
+    MembershipsV5,
 }
 
 impl Endpoint {
+    /// Every endpoint, in the order of [`Endpoint::index`].
+    pub const ALL: [Endpoint; 5] =
+        [Endpoint::Access, Endpoint::Membership, Endpoint::Members, Endpoint::MembershipsV2, Endpoint::MembershipsV5];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Access => "access",
             Endpoint::Membership => "membership",
+            Endpoint::Members => "members",
+            Endpoint::MembershipsV2 => "memberships_v2",
+            Endpoint::MembershipsV5 => "memberships_v5",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The client-side budget: `whop.rate_limit_per_minute` for v1 operations; for the legacy
+    /// lists, which Whop limits per 10 s (v2: 100, v5: 20; SPEC §1), nine tenths of that.
+    fn budget(self, per_minute: u32) -> CallBudget {
+        const TEN_SECONDS: Duration = Duration::from_secs(10);
+        match self {
+            Endpoint::Access | Endpoint::Membership | Endpoint::Members => CallBudget::new(per_minute),
+            Endpoint::MembershipsV2 => CallBudget::per_window(90, TEN_SECONDS),
+            Endpoint::MembershipsV5 => CallBudget::per_window(18, TEN_SECONDS),
+        }
+    }
+
+    /// The shortest pause after a 429: a 429 from v5 means a 60 s cool-down (SPEC §1), whatever
+    /// its body says.
+    fn least_pause(self) -> Duration {
+        match self {
+            Endpoint::MembershipsV5 => Duration::from_secs(60),
+            _ => Duration::from_secs(1),
         }
     }
 }
@@ -45,8 +82,7 @@ pub struct WhopClient {
     base: String,
     headers: Option<HeaderMap>,
     timeout: Duration,
-    access_budget: CallBudget,
-    membership_budget: CallBudget,
+    budgets: [CallBudget; Endpoint::ALL.len()],
     metrics: Arc<Metrics>,
 }
 
@@ -69,8 +105,7 @@ impl WhopClient {
             base: config.url(""),
             headers,
             timeout: config.timeout,
-            access_budget: CallBudget::new(config.rate_limit_per_minute),
-            membership_budget: CallBudget::new(config.rate_limit_per_minute),
+            budgets: Endpoint::ALL.map(|e| e.budget(config.rate_limit_per_minute)),
             metrics,
         }
     }
@@ -101,19 +136,26 @@ impl WhopClient {
         self.get(Endpoint::Membership, &path).await
     }
 
-    fn budget(&self, endpoint: Endpoint) -> &CallBudget {
-        match endpoint {
-            Endpoint::Access => &self.access_budget,
-            Endpoint::Membership => &self.membership_budget,
-        }
+    /// A deadline `whop.timeout` from now: one call, or one walk through a list's pages.
+    pub(super) fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
     }
 
     /// GET with the API key; one retry on a connection error or 5xx; everything (retry
     /// included) within `whop.timeout`.
     async fn get<T: DeserializeOwned>(&self, endpoint: Endpoint, path: &str) -> Result<T, WhopError> {
+        self.get_by(endpoint, path, self.deadline()).await
+    }
+
+    /// GET `path` (with its query) before `deadline`, as [`WhopClient::get`].
+    pub(super) async fn get_by<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        deadline: Instant,
+    ) -> Result<T, WhopError> {
         let headers = self.headers.as_ref().ok_or(WhopError::NoApiKey)?;
-        let budget = self.budget(endpoint);
-        let deadline = Instant::now() + self.timeout;
+        let budget = &self.budgets[endpoint.index()];
         let url = format!("{}{}", self.base, path);
         let mut retried = false;
         loop {
@@ -132,8 +174,9 @@ impl WhopClient {
                     retried = true;
                 }
                 Err(failure) => {
-                    let error = failure.into_error();
-                    if let WhopError::RateLimited { retry_after } = &error {
+                    let mut error = failure.into_error();
+                    if let WhopError::RateLimited { retry_after } = &mut error {
+                        *retry_after = (*retry_after).max(endpoint.least_pause());
                         budget.pause(*retry_after);
                     }
                     if !matches!(error, WhopError::NotFound) {
@@ -165,9 +208,7 @@ impl WhopClient {
         }
         if !(200..300).contains(&status) {
             let body = response.text().await.unwrap_or_default();
-            let message =
-                serde_json::from_str::<ErrorBody>(&body).ok().and_then(|b| b.error.message).unwrap_or_default();
-            return Err(Attempt::Status(status, message));
+            return Err(Attempt::Status(status, ErrorBody::message_in(&body).unwrap_or_default()));
         }
         let bytes = response.bytes().await.map_err(|e| Attempt::Network(e.without_url().to_string()))?;
         serde_json::from_slice(&bytes).map_err(|e| Attempt::Decode(e.to_string()))
@@ -214,14 +255,14 @@ impl Attempt {
 
 /// "Try again in 12 seconds." → 12
 fn seconds_in_message(body: &str) -> Option<u64> {
-    let message = serde_json::from_str::<ErrorBody>(body).ok()?.error.message?;
+    let message = ErrorBody::message_in(body)?;
     let after = &message[message.find(" in ")? + 4..];
     let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
 
-/// A path segment, percent-encoded (ids are plain, license keys might not be).
-fn segment(value: &str) -> String {
+/// A path segment or query value, percent-encoded (ids are plain, license keys might not be).
+pub(super) fn segment(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
 }
 

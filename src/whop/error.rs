@@ -25,7 +25,8 @@ pub enum WhopError {
         /// Time left until calls resume.
         retry_after: Duration,
     },
-    /// `whop.rate_limit_per_minute` calls were made in the last minute; no call was made.
+    /// The endpoint's rate budget is spent (`whop.rate_limit_per_minute` for v1 calls, a fixed
+    /// budget below Whop's limit for the legacy lists); no call was made.
     BudgetExhausted {
         /// Time until the oldest call in the window leaves it.
         retry_after: Duration,
@@ -82,7 +83,11 @@ impl fmt::Display for WhopError {
                 write!(f, "calls to the Whop API are paused after a 429 for {}s more", retry_after.as_secs())
             }
             WhopError::BudgetExhausted { retry_after } => {
-                write!(f, "whop.rate_limit_per_minute reached; next call possible in {}s", retry_after.as_secs().max(1))
+                write!(
+                    f,
+                    "the rate budget for this Whop endpoint is spent; next call possible in {}s",
+                    retry_after.as_secs().max(1)
+                )
             }
             WhopError::Unauthorized { status, message } => {
                 write!(f, "the Whop API refused our API key ({status}): {message}; check whop.api_key")

@@ -53,6 +53,28 @@ impl AccessResponse {
     }
 }
 
+/// An id as the API versions give it: a bare string, or an object `{"id": …}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum IdRef {
+    /// `"user_…"`
+    Id(String),
+    /// `{"id": "user_…", …}`
+    Object {
+        /// The id.
+        id: String,
+    },
+}
+
+impl IdRef {
+    /// The id, however it was given.
+    pub fn id(&self) -> &str {
+        match self {
+            IdRef::Id(id) | IdRef::Object { id } => id,
+        }
+    }
+}
+
 /// `{"id": …}` as older API versions nest it.
 #[derive(Debug, Deserialize)]
 struct Nested {
@@ -101,16 +123,17 @@ impl<'de> Deserialize<'de> for Membership {
     }
 }
 
-/// `{"error": {"code" | "type": …, "message": …}}`
-#[derive(Debug, Deserialize)]
-pub(crate) struct ErrorBody {
-    pub error: ErrorDetail,
-}
+/// An error body: `{"error": {"code" | "type": …, "message": …}}` (v1), or the legacy
+/// `{"message": …}` (v2, v5).
+pub(crate) struct ErrorBody;
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct ErrorDetail {
-    #[serde(default)]
-    pub message: Option<String>,
+impl ErrorBody {
+    /// The message in `body`, if it has one of the shapes.
+    pub fn message_in(body: &str) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_str(body).ok()?;
+        let message = value.pointer("/error/message").or_else(|| value.get("message"))?;
+        message.as_str().map(str::to_owned)
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +149,16 @@ mod tests {
         assert!(!Access::NoAccess.satisfies(AccessLevel::Customer));
         let r: AccessResponse = serde_json::from_str(r#"{"has_access":false,"access_level":"admin"}"#).unwrap();
         assert_eq!(r.access(), Access::NoAccess);
+    }
+
+    #[test]
+    fn error_messages_of_every_vintage() {
+        let v1 = r#"{"error":{"type":"rate_limit_exceeded","message":"Try again in 12 seconds."}}"#;
+        assert_eq!(ErrorBody::message_in(v1).as_deref(), Some("Try again in 12 seconds."));
+        let legacy = r#"{"message":"You are being rate limited"}"#;
+        assert_eq!(ErrorBody::message_in(legacy).as_deref(), Some("You are being rate limited"));
+        assert_eq!(ErrorBody::message_in("<html>"), None);
+        assert_eq!(ErrorBody::message_in(r#"{"error":{"code":"x"}}"#), None);
     }
 
     #[test]

@@ -327,3 +327,146 @@ async fn mock_whop_process_and_its_tokens_work_with_a_gate() {
     let _ = mock.kill();
     let _ = mock.wait();
 }
+
+/// A config with `access_api` and one gated rule on `resource` (at `level`, when given).
+fn backend_config(api: &str, resource: &str, level: Option<&str>) -> String {
+    let level = level.map(|l| format!("access_level = \"{l}\"\n")).unwrap_or_default();
+    format!(
+        "listen = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:3000\"\n\n[whop]\napi_key = \"k\"\napp_id = \"app_xxxxxxxxxxxxxx\"\naccess_api = \"{api}\"\n\n[[route]]\npath = \"/\"\nrequire = [\"{resource}\"]\n{level}"
+    )
+}
+
+/// `check` refuses a rule its backend cannot judge (exit 2, file:line:column, why, what would
+/// work), and start-up refuses it with the same words.
+fn refuses_pair(api: &str, resource: &str, level: Option<&str>, at: &str, why: &str, instead: &str) {
+    let text = backend_config(api, resource, level);
+    let out = with_config(&text, &["check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("whopgate.toml{at}")), "{at} not in:\n{err}");
+    assert!(err.contains(why), "{why:?} not in:\n{err}");
+    assert!(err.contains(instead), "{instead:?} not in:\n{err}");
+    assert!(stdout(&out).is_empty(), "a route table for a config that cannot be judged");
+    let run = with_config(&text, &[]);
+    assert_eq!(run.status.code(), Some(2), "start-up: {}", stderr(&run));
+    let started = stderr(&run);
+    // The words after the file name: each run has its own temporary directory.
+    let line = |s: &str| {
+        s.lines().find(|l| l.contains(why)).and_then(|l| l.split_once("whopgate.toml")).map(|(_, rest)| rest.to_owned())
+    };
+    assert_eq!(line(&started), line(&err), "start-up says what check says");
+}
+
+#[test]
+fn check_refuses_members_on_a_product() {
+    refuses_pair(
+        "members",
+        "prod_a",
+        None,
+        ":11:12:",
+        "`prod_a` cannot be judged with `whop.access_api = \"members\"`: a member record is per company",
+        "require the company (`biz_…`) instead",
+    );
+}
+
+#[test]
+fn check_refuses_members_on_an_experience() {
+    refuses_pair(
+        "members",
+        "exp_a",
+        None,
+        ":11:12:",
+        "says nothing about experiences",
+        "require the company (`biz_…`) instead",
+    );
+}
+
+#[test]
+fn check_refuses_memberships_v2_on_a_company() {
+    refuses_pair(
+        "memberships_v2",
+        "biz_a",
+        None,
+        ":11:12:",
+        "`biz_a` cannot be judged with `whop.access_api = \"memberships_v2\"`: a membership list answers per product",
+        "require the company's products (`prod_…`) instead",
+    );
+}
+
+#[test]
+fn check_refuses_memberships_v2_on_an_experience() {
+    refuses_pair(
+        "memberships_v2",
+        "exp_a",
+        None,
+        ":11:12:",
+        "a membership list knows products, not experiences",
+        "require the products (`prod_…`) that grant the experience",
+    );
+}
+
+#[test]
+fn check_refuses_memberships_v2_for_admins() {
+    refuses_pair(
+        "memberships_v2",
+        "prod_a",
+        Some("admin"),
+        ":12:16:",
+        "`access_level = \"admin\"` cannot be judged with `whop.access_api = \"memberships_v2\"`: membership lists do not say who is a team member",
+        "use `access_api = \"members\"`",
+    );
+}
+
+#[test]
+fn check_refuses_memberships_v5_on_a_company() {
+    refuses_pair(
+        "memberships_v5",
+        "biz_a",
+        None,
+        ":11:12:",
+        "`biz_a` cannot be judged with `whop.access_api = \"memberships_v5\"`: a membership list answers per product",
+        "require the company's products (`prod_…`) instead",
+    );
+}
+
+#[test]
+fn check_refuses_memberships_v5_on_an_experience() {
+    refuses_pair(
+        "memberships_v5",
+        "exp_a",
+        None,
+        ":11:12:",
+        "a membership list knows products, not experiences",
+        "or use `access_api = \"check_access\"`",
+    );
+}
+
+#[test]
+fn check_refuses_memberships_v5_for_admins() {
+    refuses_pair(
+        "memberships_v5",
+        "prod_a",
+        Some("admin"),
+        ":12:16:",
+        "`access_level = \"admin\"` cannot be judged with `whop.access_api = \"memberships_v5\"`",
+        "use `access_api = \"members\"`",
+    );
+}
+
+#[test]
+fn check_accepts_what_each_backend_can_judge() {
+    let judgeable = [
+        ("check_access", "prod_a", Some("admin")),
+        ("check_access", "exp_a", None),
+        ("check_access", "biz_a", None),
+        ("members", "biz_a", Some("admin")),
+        ("members", "biz_a", None),
+        ("memberships_v2", "prod_a", None),
+        ("memberships_v5", "prod_a", Some("customer")),
+    ];
+    for (api, resource, level) in judgeable {
+        let out = with_config(&backend_config(api, resource, level), &["check"]);
+        assert_eq!(out.status.code(), Some(0), "{api} {resource} {level:?}: {}", stderr(&out));
+        assert!(stdout(&out).contains(&format!("({api})")), "{}", stdout(&out));
+    }
+}

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod access_backends;
 mod browser;
 mod cli;
 mod decisions;
