@@ -12,6 +12,7 @@ use quick_cache::Equivalent;
 use tokio::sync::watch;
 
 use super::backend::AccessBackend;
+use super::store::DecisionStore;
 use crate::metrics::{CacheCounters, Metrics};
 use crate::whop::{Access, WhopError};
 
@@ -106,6 +107,8 @@ pub struct AccessCache {
     inflight: Mutex<HashMap<DecisionKey, InFlight>>,
     resources: Vec<Arc<str>>,
     backend: Arc<dyn AccessBackend>,
+    /// Shared by replicas, under this cache; asked only by fetches.
+    shared: Option<Arc<dyn DecisionStore>>,
     settings: CacheSettings,
     runtime: tokio::runtime::Handle,
     counters: CacheCounters,
@@ -131,12 +134,26 @@ impl AccessCache {
         metrics: &Metrics,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
+        Self::with_store(backend, None, settings, resources, metrics, runtime)
+    }
+
+    /// [`AccessCache::new`] with a shared `store` under it, asked on misses and refreshes
+    /// before the backend (see [`DecisionStore`]).
+    pub fn with_store(
+        backend: Arc<dyn AccessBackend>,
+        store: Option<Arc<dyn DecisionStore>>,
+        settings: CacheSettings,
+        resources: Vec<Arc<str>>,
+        metrics: &Metrics,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Self> {
         let entries = quick_cache::sync::Cache::new(usize::try_from(settings.max_entries).unwrap_or(usize::MAX));
         Arc::new(Self {
             entries,
             inflight: Mutex::new(HashMap::new()),
             resources,
             backend,
+            shared: store,
             settings,
             runtime,
             counters: metrics.cache_counters("decision"),
@@ -232,6 +249,10 @@ impl AccessCache {
         for index in 0..self.resources.len() {
             self.entries.remove(&KeyRef { user, resource: index_u16(index) });
         }
+        if let Some(store) = self.shared.clone() {
+            let user = user.to_owned();
+            self.runtime.spawn(async move { store.forget_user(&user).await });
+        }
     }
 
     /// Entries held (some may be past serving; they go as the cache evicts cold entries).
@@ -284,16 +305,41 @@ impl AccessCache {
         let cache = self.clone();
         let resource = self.resources[usize::from(key.resource)].clone();
         self.runtime.spawn(async move {
-            let result = cache.backend.decide(&key.user, &resource).await;
+            let result = cache.fetch(&key.user, &resource).await;
             match &result {
-                Ok(access) => cache.store(&key, cache.entry_for(*access, Instant::now()), &invalidated),
+                Ok(entry) => cache.store(&key, *entry, &invalidated),
                 Err(_) => cache.postpone_refresh(&key, &invalidated),
             }
+            let result = result.map(|entry| entry.access);
             cache.inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
             let _ = tx.send(Some(result));
             cache.entries_gauge.set(i64::try_from(cache.entries.len()).unwrap_or(i64::MAX));
         });
         rx
+    }
+
+    /// The entry one fetch makes: from the shared store when it holds a decision not yet due
+    /// for refresh (aged from when its backend answered), else from the backend, whose answer
+    /// the store then keeps.
+    async fn fetch(&self, user: &str, resource: &str) -> Result<Entry, WhopError> {
+        if let Some(store) = &self.shared {
+            if let Some(stored) = store.get(user, resource).await {
+                let now = Instant::now();
+                if let Some(fetched_at) = now.checked_sub(stored.age) {
+                    let entry = self.entry_for(stored.access, fetched_at);
+                    // One due for refresh is what a refresh is replacing: ask the backend.
+                    if now < entry.refresh_from {
+                        return Ok(entry);
+                    }
+                }
+            }
+        }
+        let access = self.backend.decide(user, resource).await?;
+        let entry = self.entry_for(access, Instant::now());
+        if let Some(store) = &self.shared {
+            store.put(user, resource, access, self.ttl(access)).await;
+        }
+        Ok(entry)
     }
 
     /// Stores what a fetch learned, unless its key was invalidated since it began.
@@ -519,5 +565,91 @@ mod tests {
         assert_eq!(cache.lookup(&out, &resources[0]).await.unwrap().access, Access::NoAccess);
         assert_eq!(cache.lookup_now(&out, &resources[0]), Some(Access::NoAccess), "refusals are cached too");
         assert_eq!(backend.calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A shared store of the test's own, counting what the cache asks of it.
+    #[derive(Debug, Default)]
+    struct Memory {
+        held: Mutex<HashMap<(String, String), (Access, Instant)>>,
+        gets: std::sync::atomic::AtomicUsize,
+        forgotten: Mutex<Vec<String>>,
+    }
+
+    impl crate::access::DecisionStore for Memory {
+        fn get<'a>(&'a self, user: &'a str, resource: &'a str) -> crate::access::Found<'a> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            let held = self.held.lock().unwrap().get(&(user.to_owned(), resource.to_owned())).copied();
+            Box::pin(async move { held.map(|(access, at)| crate::access::Stored { access, age: at.elapsed() }) })
+        }
+        fn put<'a>(
+            &'a self,
+            user: &'a str,
+            resource: &'a str,
+            access: Access,
+            _ttl: Duration,
+        ) -> crate::access::Written<'a> {
+            self.held.lock().unwrap().insert((user.to_owned(), resource.to_owned()), (access, Instant::now()));
+            Box::pin(async {})
+        }
+        fn forget_user<'a>(&'a self, user: &'a str) -> crate::access::Written<'a> {
+            self.forgotten.lock().unwrap().push(user.to_owned());
+            Box::pin(async {})
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shared_store_is_asked_on_misses_only_and_its_decisions_keep_their_age() {
+        let backend = Arc::new(Counting::default());
+        let store = Arc::new(Memory::default());
+        let metrics = Metrics::new();
+        let resources: Vec<Arc<str>> = vec![Arc::from("prod_x")];
+        let ttl = Duration::from_secs(10);
+        let cache = AccessCache::with_store(
+            backend.clone(),
+            Some(store.clone()),
+            settings(ttl),
+            resources.clone(),
+            &metrics,
+            tokio::runtime::Handle::current(),
+        );
+        // Another replica decided 4 s ago: served without asking the backend, and trusted only
+        // until 10 s after that replica's answer.
+        let four_seconds_ago = Instant::now() - Duration::from_secs(4);
+        store.held.lock().unwrap().insert(("user_other".into(), "prod_x".into()), (Access::Customer, four_seconds_ago));
+        let other: Arc<str> = Arc::from("user_other");
+        assert_eq!(cache.lookup(&other, &resources[0]).await.unwrap().access, Access::Customer);
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 0, "the store answered");
+        let now = Instant::now();
+        assert!(cache.lookup_at(&other, &resources[0], now + Duration::from_secs(5)).is_some());
+        assert_eq!(
+            cache.lookup_at(&other, &resources[0], now + Duration::from_millis(6100)),
+            None,
+            "aged from its fetch"
+        );
+
+        // A miss the store cannot answer asks the backend, and the store keeps the answer.
+        let user: Arc<str> = Arc::from("user_in");
+        assert_eq!(cache.lookup(&user, &resources[0]).await.unwrap().access, Access::Customer);
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+        assert!(store.held.lock().unwrap().contains_key(&("user_in".to_owned(), "prod_x".to_owned())));
+
+        // The warm path never touches the store.
+        let gets = store.gets.load(Ordering::SeqCst);
+        for _ in 0..100 {
+            assert_eq!(cache.lookup(&user, &resources[0]).await.unwrap().access, Access::Customer);
+        }
+        assert_eq!(store.gets.load(Ordering::SeqCst), gets);
+
+        // A decision due for refresh in the store is what a refresh replaces: the backend is asked.
+        let nine_seconds_ago = Instant::now() - Duration::from_secs(9);
+        store.held.lock().unwrap().insert(("user_late".into(), "prod_x".into()), (Access::NoAccess, nine_seconds_ago));
+        let late: Arc<str> = Arc::from("user_late");
+        assert_eq!(cache.lookup(&late, &resources[0]).await.unwrap().access, Access::NoAccess);
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 2);
+
+        // Invalidation reaches the store, for every replica.
+        cache.invalidate_user("user_in");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*store.forgotten.lock().unwrap(), ["user_in"]);
     }
 }

@@ -1,7 +1,8 @@
 //! Access decisions: does user U have access to resource R? Asked of an [`AccessBackend`] (one
 //! per `whop.access_api`: [`CheckAccess`], [`Members`], [`MembershipList`] v2/v5) through
 //! [`AccessCache`], so a busy app costs Whop almost no calls (SPEC §4, "Decision"). What each
-//! backend can judge is in [`scope`]. The cache's semantics are the same whatever the backend:
+//! backend can judge is in [`scope`]. Under the cache a [`DecisionStore`] shared by replicas may sit,
+//! asked on misses only. The cache's semantics are the same whatever the backend and store:
 //!
 //! - The key is exactly (user id, resource id).
 //! - Granted decisions live `cache.ttl`, refusals `cache.negative_ttl`.
@@ -19,9 +20,11 @@ mod check_access;
 mod members;
 mod membership_list;
 pub mod scope;
+mod store;
 
 pub use backend::{AccessBackend, Decided, backend_for};
 pub use cache::{AccessCache, CacheSettings, Decision};
 pub use check_access::CheckAccess;
 pub use members::Members;
 pub use membership_list::MembershipList;
+pub use store::{DecisionStore, Found, Stored, Written};
