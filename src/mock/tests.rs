@@ -259,6 +259,10 @@ async fn legacy_v5_list_defaults_to_valid_and_caps_per() {
     let a = api(&mock, "/api/v5/company/memberships?valid=false&product_id=prod_mockproduct1").await;
     assert_eq!(a.body["data"][0]["id"], "mem_dave000000001");
 
+    // v5 has no user filter: like Whop, the mock ignores one.
+    let a = api(&mock, "/api/v5/company/memberships?product_id=prod_mockproduct1&user_id=user_bob").await;
+    assert_eq!(a.body["data"][0]["user_id"], "user_alice");
+
     // 61 valid memberships, per capped at 50.
     let a = api(&mock, "/api/v5/company/memberships?per=100&page=1").await;
     assert_eq!(
