@@ -1,5 +1,5 @@
 //! whopgate's own endpoints, under `prefix` (SPEC §5): "Sign in with Whop" (`/login`,
-//! `/callback`, `/logout`) and `/me`. The gate answers them before any route rule is consulted,
+//! `/callback`, `/logout`), `/me` and forward-auth (`/auth`). The gate answers them before any route rule is consulted,
 //! so they work whatever the routes say.
 
 pub mod redirect;
@@ -18,6 +18,8 @@ pub enum Endpoint {
     Logout,
     /// `{prefix}/me`
     Me,
+    /// `{prefix}/auth`: forward-auth (see `crate::gate::forward_auth`).
+    Auth,
     /// Anything else under the prefix: 404.
     Unknown,
 }
@@ -34,6 +36,7 @@ impl Endpoint {
             "/callback" => Endpoint::Callback,
             "/logout" => Endpoint::Logout,
             "/me" => Endpoint::Me,
+            "/auth" => Endpoint::Auth,
             _ => Endpoint::Unknown,
         })
     }
@@ -45,6 +48,7 @@ impl Endpoint {
             Endpoint::Callback => "endpoint_callback",
             Endpoint::Logout => "endpoint_logout",
             Endpoint::Me => "endpoint_me",
+            Endpoint::Auth => "endpoint_auth",
             Endpoint::Unknown => "endpoint_unknown",
         }
     }
@@ -58,6 +62,7 @@ mod tests {
     fn routes_under_the_prefix_only() {
         assert_eq!(Endpoint::route("/.whopgate", "/.whopgate/login"), Some(Endpoint::Login));
         assert_eq!(Endpoint::route("/.whopgate", "/.whopgate/me/"), Some(Endpoint::Me));
+        assert_eq!(Endpoint::route("/.whopgate", "/.whopgate/auth"), Some(Endpoint::Auth));
         assert_eq!(Endpoint::route("/.whopgate", "/.whopgate"), Some(Endpoint::Unknown));
         assert_eq!(Endpoint::route("/.whopgate", "/.whopgate/x"), Some(Endpoint::Unknown));
         assert_eq!(Endpoint::route("/.whopgate", "/.whopgatex/login"), None);

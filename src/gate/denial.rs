@@ -71,6 +71,9 @@ pub enum BadRequest {
     /// A form `POST` whose body could make the app run it as `PUT`, `PATCH` or `DELETE`
     /// (`_method`), which another rule governs (the gate cannot strip it from a streamed body).
     FormMethodOverride,
+    /// Forward-auth: the front end's description is not one request (a repeated or
+    /// non-text `X-Forwarded-*`/`X-Original-*` header, a URI that is not a path, no host).
+    Described,
 }
 
 impl BadRequest {
@@ -84,6 +87,10 @@ impl BadRequest {
                 "a form POST here could be run by the app as PUT, PATCH or DELETE (a _method field), \
                  which another route rule governs; send that method itself"
             }
+            BadRequest::Described => {
+                "the forwarded request description (X-Forwarded-Method/-Uri/-Host/-Proto or \
+                 X-Original-Method/-URI) is not one request"
+            }
         }
     }
 
@@ -94,6 +101,7 @@ impl BadRequest {
             BadRequest::Host(_) => "bad_host",
             BadRequest::Connect => "connect_method",
             BadRequest::FormMethodOverride => "form_method_override",
+            BadRequest::Described => "bad_forwarded_request",
         }
     }
 }

@@ -22,7 +22,7 @@ use super::denial::{BadRequest, Denial, ForbiddenReason};
 use super::handoff::{Cleared, IdentityHeaders};
 use super::record::LogLine;
 use super::user::WhopUser;
-use super::{GateState, RuleState};
+use super::{ConnectionFacts, GateState, RuleState};
 use super::{client_headers, method_override, negotiate};
 use crate::authority::{self, HostRejection};
 use crate::config::OnWhopError;
@@ -83,9 +83,11 @@ enum Pending {
 impl GateState {
     /// Judges a request, rewriting it for forwarding: canonical host, normalised path, forged
     /// identity and re-routing headers removed, credentials and method overrides that must not
-    /// travel stripped from the query. `tls`: the connection is TLS (the default port is 443).
-    /// The identity headers are not set here but handed over with [`Judgement::Forward`] (see
-    /// [`super::handoff`]).
+    /// travel stripped from the query. `conn`: what is known of the connection (TLS, a trusted
+    /// proxy). The identity headers are not set here but handed over with
+    /// [`Judgement::Forward`] (see [`super::handoff`]); whopgate's own endpoints are answered,
+    /// forward-auth among them, which judges the request a front end describes with this same
+    /// code ([`super::forward_auth`]).
     /// `now` is when the request arrived: cached entries are judged fresh or not as of then.
     // Inlined into its one caller, `GateService::call`, as it was before the host checks made
     // it bigger: a call and the arguments' moves per request (154 instructions).
@@ -97,37 +99,39 @@ impl GateState {
         log: bool,
         user_extension: bool,
         now: Instant,
-        tls: bool,
+        conn: ConnectionFacts,
     ) -> Judgement {
-        client_headers::strip(req.headers_mut());
-
-        if let Err(bad) = settle_path(req) {
+        if let Err(bad) = settle_target(req, conn.tls) {
+            client_headers::strip(req.headers_mut());
             let verdict = Verdict::Deny { denial: Denial::BadRequest(bad), identity: None };
             return self.conclude(req, None, verdict, request_id, log, user_extension);
         }
-        // The host, looked up once: borrowed from the request in the common case (one `Host`,
-        // canonical already), else written back into it first.
-        let host = match authority::of_request(req, tls) {
-            Ok(Cow::Borrowed(host)) if req.uri().authority().is_none() => host,
-            Ok(canonical) => {
-                let canonical = canonical.into_owned();
-                if let Err(rejection) = set_authority(req, canonical) {
-                    let verdict = Verdict::Deny { denial: Denial::BadRequest(rejection.into()), identity: None };
-                    return self.conclude(req, None, verdict, request_id, log, user_extension);
-                }
-                req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default()
-            }
-            Err(rejection) => {
-                let verdict = Verdict::Deny { denial: Denial::BadRequest(rejection.into()), identity: None };
-                return self.conclude(req, None, verdict, request_id, log, user_extension);
-            }
-        };
-
-        if let Some(endpoint) = Endpoint::route(&self.prefix, req.uri().path()) {
-            return self.endpoint(endpoint, req, request_id, log);
+        let endpoint = Endpoint::route(&self.prefix, req.uri().path());
+        if endpoint == Some(Endpoint::Auth) {
+            // Reads the front end's description (`X-Original-URI` among it) before anything
+            // strips it, then settles the described request like any other.
+            return self.forward_auth(req, request_id, log, now, conn);
         }
+        client_headers::strip(req.headers_mut());
+        match endpoint {
+            None => self.judge_route(req, request_id, log, user_extension, now),
+            Some(endpoint) => self.endpoint(endpoint, req, request_id, log),
+        }
+    }
 
-        let Some(rule) = self.routes.find(req.method(), Some(host), req.uri().path()) else {
+    /// Judges a settled request (see [`settle`]) by the route rules: match, identify, decide.
+    #[inline(always)]
+    pub(crate) fn judge_route<B>(
+        self: &Arc<Self>,
+        req: &mut Request<B>,
+        request_id: &HeaderValue,
+        log: bool,
+        user_extension: bool,
+        now: Instant,
+    ) -> Judgement {
+        // Settled: `Host` holds the canonical host.
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        let Some(rule) = self.routes.find(req.method(), host, req.uri().path()) else {
             return self.conclude(
                 req,
                 None,
@@ -138,7 +142,7 @@ impl GateState {
             );
         };
         let rule_index = rule.index;
-        if method_override::could_be_rerouted(req, &self.routes, host, rule_index) {
+        if method_override::could_be_rerouted(req, &self.routes, host.unwrap_or_default(), rule_index) {
             let verdict = Verdict::Deny { denial: Denial::BadRequest(BadRequest::FormMethodOverride), identity: None };
             return self.conclude(req, None, verdict, request_id, log, user_extension);
         }
@@ -161,8 +165,8 @@ impl GateState {
             // learn who they are.
             Identified::Invalid(_) if rule.public => public(None),
             Identified::Invalid(error) => {
-                let target = req.uri().path_and_query().map(|pq| pq.as_str());
-                Verdict::Deny { denial: self.credential_denial(rule, error, target), identity: None }
+                let target = return_to(req);
+                Verdict::Deny { denial: self.credential_denial(rule, error, Some(&target)), identity: None }
             }
             Identified::Found(identity) if rule.public => public(Some(identity)),
             Identified::Found(identity) => match self.decide_now(rule, &identity, now) {
@@ -181,8 +185,7 @@ impl GateState {
 
     /// No credential: browsers are sent to sign in when sessions are on.
     fn unauthenticated<B>(&self, req: &Request<B>) -> Denial {
-        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        Denial::Unauthenticated { login_url: self.signin.as_ref().map(|s| s.login_url(target)) }
+        Denial::Unauthenticated { login_url: self.signin.as_ref().map(|s| s.login_url(&return_to(req))) }
     }
 
     /// The denial for a credential that failed: a license key with an invalid membership is a
@@ -402,6 +405,40 @@ fn cleared(
         email: identity.email.clone(),
     });
     Cleared { headers, user }
+}
+
+/// Where sign-in brings the browser back: the request's path and query, or its whole URL when
+/// the target is absolute (forward-auth describes requests that way, so the browser lands on
+/// the front end's host; `{prefix}/login` checks it like every `rd`).
+fn return_to<B>(req: &Request<B>) -> Cow<'_, str> {
+    let uri = req.uri();
+    match (uri.scheme(), uri.authority()) {
+        (Some(_), Some(_)) => Cow::Owned(uri.to_string()),
+        _ => Cow::Borrowed(uri.path_and_query().map_or("/", |pq| pq.as_str())),
+    }
+}
+
+/// Makes a request judgeable, or says why it is not: the client's forged identity and
+/// re-routing headers removed, the one path that is matched and forwarded, the one canonical
+/// host in `Host` (and in the target, when it has an authority). `tls`: the default port is 443.
+pub(crate) fn settle<B>(req: &mut Request<B>, tls: bool) -> Result<(), BadRequest> {
+    client_headers::strip(req.headers_mut());
+    settle_target(req, tls)
+}
+
+/// [`settle`] but for the headers: the path and the host.
+#[inline(always)]
+fn settle_target<B>(req: &mut Request<B>, tls: bool) -> Result<(), BadRequest> {
+    settle_path(req)?;
+    // The host, looked up once: left as it is in the common case (one `Host`, canonical
+    // already), else written back into the request first.
+    match authority::of_request(req, tls)? {
+        Cow::Borrowed(_) if req.uri().authority().is_none() => Ok(()),
+        canonical => {
+            let canonical = canonical.into_owned();
+            set_authority(req, canonical).map_err(BadRequest::from)
+        }
+    }
 }
 
 /// Refuses what cannot be judged and gives the request the one path that is matched and

@@ -40,6 +40,7 @@ mod builder;
 pub mod client_headers;
 pub mod denial;
 mod endpoints;
+pub(crate) mod forward_auth;
 mod handoff;
 mod judge;
 pub(crate) mod method_override;
@@ -96,6 +97,17 @@ pub enum GateError {
     Session(SessionSetupError),
     /// A [`GateBuilder`] description is not a valid config.
     Config(crate::config::ConfigErrors),
+}
+
+/// What the gate knows of the connection a request came on, handed to the judgement with the
+/// request: the default port (443 on TLS), and whether the peer is a trusted proxy whose
+/// forward-auth description is believed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ConnectionFacts {
+    /// The connection is TLS.
+    pub tls: bool,
+    /// The peer is one of `trusted_proxies`.
+    pub trusted_proxy: bool,
 }
 
 impl std::fmt::Display for GateError {

@@ -13,6 +13,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::ConnectionFacts;
 use super::GateState;
 use super::body::GateBody;
 use super::handoff::{Handoff, InsertIdentity};
@@ -29,12 +30,12 @@ use crate::metrics::Decision;
 pub struct GateLayer<H = InsertIdentity> {
     state: Arc<GateState>,
     handoff: H,
-    tls: bool,
+    conn: ConnectionFacts,
 }
 
 impl GateLayer {
     pub(super) fn new(state: Arc<GateState>) -> Self {
-        Self { state, handoff: InsertIdentity::default(), tls: false }
+        Self { state, handoff: InsertIdentity::default(), conn: ConnectionFacts::default() }
     }
 
     /// Do not put [`super::WhopUser`] in the extensions of allowed requests: for an inner
@@ -49,13 +50,21 @@ impl<H> GateLayer<H> {
     /// Delivers cleared requests with `handoff` instead: for an inner service that takes the
     /// identity as values rather than from the header map (as the sidecar's proxy does).
     pub fn with_handoff<H2>(self, handoff: H2) -> GateLayer<H2> {
-        GateLayer { state: self.state, handoff, tls: self.tls }
+        GateLayer { state: self.state, handoff, conn: self.conn }
     }
 
     /// The requests come over TLS: a `Host` that names port 443 names the default port, which
     /// the canonical host leaves out (see [`crate::authority`]). Off by default.
     pub fn serving_tls(mut self, tls: bool) -> Self {
-        self.tls = tls;
+        self.conn.tls = tls;
+        self
+    }
+
+    /// The requests come from one of `trusted_proxies`: forward-auth (`{prefix}/auth`) believes
+    /// the request they describe in `X-Forwarded-*` / `X-Original-*`. Off by default: from
+    /// anyone else the request is judged as it is.
+    pub fn from_trusted_proxy(mut self, trusted: bool) -> Self {
+        self.conn.trusted_proxy = trusted;
         self
     }
 }
@@ -64,7 +73,7 @@ impl<S, H: Clone> Layer<S> for GateLayer<H> {
     type Service = GateService<S, H>;
 
     fn layer(&self, inner: S) -> GateService<S, H> {
-        GateService { inner, state: Arc::new(self.state.clone()), handoff: self.handoff.clone(), tls: self.tls }
+        GateService { inner, state: Arc::new(self.state.clone()), handoff: self.handoff.clone(), conn: self.conn }
     }
 }
 
@@ -81,7 +90,7 @@ pub struct GateService<S, H = InsertIdentity> {
     inner: S,
     state: LayerGate,
     handoff: H,
-    tls: bool,
+    conn: ConnectionFacts,
 }
 
 impl<S, H, ReqB, ResB> Service<Request<ReqB>> for GateService<S, H>
@@ -106,7 +115,7 @@ where
         let log = record::access_log_enabled();
         // One clock read for the judgement: the cache lookups check expiry against the same
         // instant the request's duration is measured from.
-        let judgement = self.state.judge(&mut req, &request_id, log, self.handoff.wants_user(), start, self.tls);
+        let judgement = self.state.judge(&mut req, &request_id, log, self.handoff.wants_user(), start, self.conn);
         let state = match judgement {
             Judgement::Later(later) => {
                 // The service that was made ready goes with the request; a clone stays here.

@@ -112,6 +112,8 @@ pub struct Metrics {
     pub cache_entries: IntGaugeVec,
     /// `whopgate_webhooks_total{result}`
     pub webhooks: IntCounterVec,
+    /// `whopgate_forward_auth_total{front_end, decision}`
+    forward_auth: IntCounterVec,
     upstream_requests: CounterFamily,
     upstream_by_status: Box<[OnceLock<Arc<Counter>>]>,
     upstream_error: Arc<Counter>,
@@ -161,6 +163,12 @@ impl Metrics {
                 .map(|g| register(&registry, g))
                 .unwrap_or_else(|e| unreachable_metric(e));
         let webhooks = counter_vec(&registry, "whopgate_webhooks_total", "Webhook deliveries, by result.", &["result"]);
+        let forward_auth = counter_vec(
+            &registry,
+            "whopgate_forward_auth_total",
+            "Forward-auth decisions (also counted in whopgate_requests_total), by the front end that asked and decision.",
+            &["front_end", "decision"],
+        );
         let upstream_requests = per_core_counters(
             &registry,
             "whopgate_upstream_requests_total",
@@ -177,6 +185,7 @@ impl Metrics {
             cache_requests,
             cache_entries,
             webhooks,
+            forward_auth,
             upstream_requests,
             upstream_by_status: (0..600).map(|_| OnceLock::new()).collect(),
             upstream_error,
@@ -199,6 +208,11 @@ impl Metrics {
             Some(slot) => slot.get_or_init(|| self.upstream_requests.with_label_values(&[itoa(status).as_str()])).inc(),
             None => self.upstream_requests.with_label_values(&[itoa(status).as_str()]).inc(),
         }
+    }
+
+    /// Counts one forward-auth decision.
+    pub(crate) fn forward_auth(&self, front_end: crate::gate::forward_auth::FrontEnd, decision: Decision) {
+        self.forward_auth.with_label_values(&[front_end.as_str(), decision.as_str()]).inc();
     }
 
     /// Counts one upstream failure (refused, reset, timed out).

@@ -174,7 +174,7 @@ impl Worker {
             let _ = stream.set_nodelay(true);
             let tls = self.settings.tls.is_some();
             let peer = Peer::new(peer.ip(), tls, &self.settings.trusted_proxies);
-            let service = layer.layer(self.proxy.service(pool.clone(), peer));
+            let service = layer.clone().from_trusted_proxy(peer.trusted).layer(self.proxy.service(pool.clone(), peer));
             let settings = self.settings.clone();
             let supervisor = supervisor.clone();
             tracker.spawn(async move {

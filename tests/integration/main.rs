@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod decisions;
 mod failures;
+mod forward_auth;
 mod forwarding;
 mod identity_sources;
 mod paths;

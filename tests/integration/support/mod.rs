@@ -1,6 +1,7 @@
 //! Shared test support: the real whopgate process and a real upstream app.
 #![allow(dead_code)]
 
+pub mod front;
 pub mod process;
 pub mod upstream;
 
