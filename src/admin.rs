@@ -112,3 +112,23 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
+
+/// `whopgate healthcheck`: asks the admin listener at `addr` for `path` (`/healthz` or
+/// `/readyz`) and says whether it answered 200, for container health checks in images that
+/// have no HTTP client of their own.
+pub fn probe(addr: SocketAddr, path: &str, timeout: std::time::Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| format!("{addr}: {e}"))?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).map_err(|e| format!("{addr}: {e}"))?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    match line.split_whitespace().nth(1) {
+        Some("200") => Ok(()),
+        Some(status) => Err(format!("{addr}{path} answered {status}")),
+        None => Err(format!("{addr}{path} gave no HTTP answer")),
+    }
+}

@@ -43,6 +43,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Exit 0 when the admin listener answers 200 on /healthz (or --ready: /readyz), else 1:
+    /// a container health check that needs no HTTP client in the image.
+    Healthcheck {
+        /// The admin listener's address (`admin_listen`).
+        #[arg(default_value = "127.0.0.1:9091")]
+        admin: SocketAddr,
+        /// Ask /readyz instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+    },
     /// A local stand-in for the Whop API, for development and CI (like stripe-mock for Stripe).
     MockWhop {
         /// Where the mock listens.
@@ -80,6 +90,16 @@ fn main() -> ExitCode {
         Some(Command::Check) => check(&cli.config),
         Some(Command::Explain { method, path, host }) => explain(&cli.config, &method, &path, host.as_deref()),
         Some(Command::Demo { listen }) => demo(listen),
+        Some(Command::Healthcheck { admin, ready }) => {
+            let path = if ready { "/readyz" } else { "/healthz" };
+            match whopgate::admin::probe(admin, path, std::time::Duration::from_secs(2)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
+        }
         Some(Command::MockWhop { listen, state, command: None }) => mock_whop(listen, state),
         Some(Command::MockWhop { state, command: Some(MockCommand::Token { user, state: token_state }), .. }) => {
             mock_token(&user, token_state.or(state))

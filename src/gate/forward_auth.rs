@@ -156,12 +156,12 @@ impl GateState {
             }
         };
         let tls = judged.uri().scheme_str() == Some("https") || (front_end == FrontEnd::Direct && conn.tls);
-        if let Err(bad) = settle(&mut judged, tls) {
+        if let Err(bad) = settle(&mut judged) {
             let verdict = Verdict::Deny { denial: Denial::BadRequest(bad), identity: None };
             let judgement = self.conclude(&mut judged, None, verdict, request_id, log, false);
             return self.answered(front_end, judgement);
         }
-        let judgement = self.judge_route(&mut judged, request_id, log, false, now);
+        let judgement = self.judge_route(&mut judged, request_id, log, false, now, tls);
         self.answered_later(front_end, judgement, judged, request_id.clone(), log)
     }
 

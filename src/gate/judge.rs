@@ -101,25 +101,33 @@ impl GateState {
         now: Instant,
         conn: ConnectionFacts,
     ) -> Judgement {
-        if let Err(bad) = settle_target(req, conn.tls) {
-            client_headers::strip(req.headers_mut());
-            let verdict = Verdict::Deny { denial: Denial::BadRequest(bad), identity: None };
-            return self.conclude(req, None, verdict, request_id, log, user_extension);
-        }
-        let endpoint = Endpoint::route(&self.prefix, req.uri().path());
+        let path = settle_path(req);
+        let endpoint = match path {
+            Ok(()) => Endpoint::route(&self.prefix, req.uri().path()),
+            Err(_) => None,
+        };
         if endpoint == Some(Endpoint::Auth) {
             // Reads the front end's description (`X-Original-URI` among it) before anything
             // strips it, then settles the described request like any other.
             return self.forward_auth(req, request_id, log, now, conn);
         }
         client_headers::strip(req.headers_mut());
-        match endpoint {
-            None => self.judge_route(req, request_id, log, user_extension, now),
-            Some(endpoint) => self.endpoint(endpoint, req, request_id, log),
+        let settled = match (path, endpoint) {
+            (Err(bad), _) => Err(bad),
+            (Ok(()), None) => return self.judge_route(req, request_id, log, user_extension, now, conn.tls),
+            (Ok(()), Some(endpoint)) => settle_host(req, conn.tls).map(|()| endpoint),
+        };
+        match settled {
+            Ok(endpoint) => self.endpoint(endpoint, req, request_id, log),
+            Err(bad) => {
+                let verdict = Verdict::Deny { denial: Denial::BadRequest(bad), identity: None };
+                self.conclude(req, None, verdict, request_id, log, user_extension)
+            }
         }
     }
 
-    /// Judges a settled request (see [`settle`]) by the route rules: match, identify, decide.
+    /// Judges a settled request (see [`settle`]) by the route rules: host, match, identify,
+    /// decide. `tls`: the default port is 443.
     #[inline(always)]
     pub(crate) fn judge_route<B>(
         self: &Arc<Self>,
@@ -128,10 +136,26 @@ impl GateState {
         log: bool,
         user_extension: bool,
         now: Instant,
+        tls: bool,
     ) -> Judgement {
-        // Settled: `Host` holds the canonical host.
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
-        let Some(rule) = self.routes.find(req.method(), host, req.uri().path()) else {
+        // The host, looked up once: borrowed from the request in the common case (one `Host`,
+        // canonical already), else written back into it first.
+        let host = match authority::of_request(req, tls) {
+            Ok(Cow::Borrowed(host)) if req.uri().authority().is_none() => host,
+            Ok(canonical) => {
+                let canonical = canonical.into_owned();
+                if let Err(rejection) = set_authority(req, canonical) {
+                    let verdict = Verdict::Deny { denial: Denial::BadRequest(rejection.into()), identity: None };
+                    return self.conclude(req, None, verdict, request_id, log, user_extension);
+                }
+                req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default()
+            }
+            Err(rejection) => {
+                let verdict = Verdict::Deny { denial: Denial::BadRequest(rejection.into()), identity: None };
+                return self.conclude(req, None, verdict, request_id, log, user_extension);
+            }
+        };
+        let Some(rule) = self.routes.find(req.method(), Some(host), req.uri().path()) else {
             return self.conclude(
                 req,
                 None,
@@ -142,7 +166,7 @@ impl GateState {
             );
         };
         let rule_index = rule.index;
-        if method_override::could_be_rerouted(req, &self.routes, host.unwrap_or_default(), rule_index) {
+        if method_override::could_be_rerouted(req, &self.routes, host, rule_index) {
             let verdict = Verdict::Deny { denial: Denial::BadRequest(BadRequest::FormMethodOverride), identity: None };
             return self.conclude(req, None, verdict, request_id, log, user_extension);
         }
@@ -418,20 +442,17 @@ fn return_to<B>(req: &Request<B>) -> Cow<'_, str> {
     }
 }
 
-/// Makes a request judgeable, or says why it is not: the client's forged identity and
-/// re-routing headers removed, the one path that is matched and forwarded, the one canonical
-/// host in `Host` (and in the target, when it has an authority). `tls`: the default port is 443.
-pub(crate) fn settle<B>(req: &mut Request<B>, tls: bool) -> Result<(), BadRequest> {
+/// Makes a request judgeable by [`GateState::judge_route`], or says why it is not: the
+/// client's forged identity and re-routing headers removed, the one path that is matched and
+/// forwarded. (`judge_route` settles the host: it reads it once, where it uses it.)
+pub(crate) fn settle<B>(req: &mut Request<B>) -> Result<(), BadRequest> {
     client_headers::strip(req.headers_mut());
-    settle_target(req, tls)
+    settle_path(req)
 }
 
-/// [`settle`] but for the headers: the path and the host.
-#[inline(always)]
-fn settle_target<B>(req: &mut Request<B>, tls: bool) -> Result<(), BadRequest> {
-    settle_path(req)?;
-    // The host, looked up once: left as it is in the common case (one `Host`, canonical
-    // already), else written back into the request first.
+/// The one canonical host in `Host` (and in the target, when it has an authority), for the
+/// requests that are not judged by the rules (whopgate's endpoints). `tls`: 443 is the default.
+fn settle_host<B>(req: &mut Request<B>, tls: bool) -> Result<(), BadRequest> {
     match authority::of_request(req, tls)? {
         Cow::Borrowed(_) if req.uri().authority().is_none() => Ok(()),
         canonical => {

@@ -6,6 +6,7 @@ mod access_backends;
 mod browser;
 mod cli;
 mod decisions;
+mod deploy_files;
 mod failures;
 mod forward_auth;
 mod forwarding;
