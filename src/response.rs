@@ -1,5 +1,6 @@
-//! Responses whopgate writes itself: JSON errors, small HTML pages, redirects. Every one is
-//! `Cache-Control: no-store`: an answer about one person's access must never be cached.
+//! How whopgate's own responses are written: JSON, small HTML pages, plain text, redirects (which
+//! answer is given when is [`crate::gate::answer`]'s). Every one is `Cache-Control: no-store`:
+//! an answer about one person's access must never be cached.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -32,6 +33,16 @@ pub fn html_response(status: StatusCode, title: &str, message: &str, link: Optio
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A plain-text body with `Cache-Control: no-store`.
+pub fn text_response(status: StatusCode, text: &'static str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from_static(text.as_bytes()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::Response;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::redirect::RedirectPolicy;
 use crate::config::{Config, Secret};
 use crate::identity::session::{LoginState, Session, SessionCodec, pkce_challenge};
 use crate::metrics::Metrics;
-use crate::response::{html_response, redirect};
+use crate::response::redirect;
 
 /// Why a sign-in did not complete. Each becomes a page saying what to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,37 +38,6 @@ pub enum SignInError {
     },
     /// Whop could not be reached or answered nonsense.
     Unavailable(String),
-}
-
-impl SignInError {
-    fn into_response(self) -> Response<Bytes> {
-        let (status, title, message) = match &self {
-            SignInError::BadState => (
-                StatusCode::BAD_REQUEST,
-                "This sign-in link has expired",
-                "It may be old, used already, or opened in another browser. Start again from the app.".to_owned(),
-            ),
-            SignInError::MissingCode => {
-                (StatusCode::BAD_REQUEST, "Sign-in incomplete", "Whop sent no authorization code.".to_owned())
-            }
-            SignInError::Refused { error } => (
-                StatusCode::FORBIDDEN,
-                "Sign-in cancelled",
-                format!("Whop did not sign you in ({error}). Start again from the app."),
-            ),
-            SignInError::Exchange { error } => (
-                StatusCode::BAD_REQUEST,
-                "Sign-in failed",
-                format!("Whop did not accept this sign-in ({error}). Start again from the app."),
-            ),
-            SignInError::Unavailable(_) => (
-                StatusCode::BAD_GATEWAY,
-                "Whop is not answering",
-                "Signing in with Whop is not possible right now. Try again shortly.".to_owned(),
-            ),
-        };
-        html_response(status, title, &message, None)
-    }
 }
 
 /// What the token endpoint is sent (SPEC §1: a JSON body).
@@ -212,7 +181,7 @@ impl SignIn {
             }
             Err(error) => {
                 tracing::info!(reason = ?error, "sign-in did not complete");
-                error.into_response()
+                crate::gate::answer::Answer::SignIn(error).into_response(crate::gate::negotiate::ResponseStyle::Browser)
             }
         };
         // The login cookie is single use, whatever happened.

@@ -1,21 +1,20 @@
-//! Why a request is not forwarded, and the one place where each reason becomes an answer
-//! (SPEC §4, "Answers").
+//! Why a request is not forwarded (SPEC §4, "Answers"); [`super::answer`] turns each reason into
+//! the response.
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
-use serde_json::json;
+use http::Response;
+use http::header::HeaderValue;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::answer::Answer;
 use super::negotiate::ResponseStyle;
 use crate::authority::HostRejection;
 use crate::config::AccessLevel;
 use crate::identity::CredentialError;
 use crate::metrics::Decision;
 use crate::path::PathRejection;
-use crate::response::{html_response, json_response, redirect};
 use crate::whop::WhopError;
 
 /// A request the gate answers itself.
@@ -159,114 +158,17 @@ impl Denial {
         }
     }
 
-    /// The answer, in the style the client understands.
+    /// The answer, in the style the client understands (made in [`super::answer`]).
     pub fn into_response(self, style: ResponseStyle) -> Response<Bytes> {
-        match (self, style) {
-            (Denial::BadRequest(bad), ResponseStyle::Api) => {
-                json_response(StatusCode::BAD_REQUEST, json!({"error": "bad_request", "message": bad.message()}))
-            }
-            (Denial::BadRequest(bad), ResponseStyle::Browser) => {
-                html_response(StatusCode::BAD_REQUEST, "Bad request", bad.message(), None)
-            }
-            (Denial::NoRule, ResponseStyle::Api) => json_response(
-                StatusCode::FORBIDDEN,
-                json!({"error": "forbidden", "message": "no route rule allows this request", "required": []}),
-            ),
-            (Denial::NoRule, ResponseStyle::Browser) => {
-                html_response(StatusCode::FORBIDDEN, "Forbidden", "This page is not available.", None)
-            }
-            (Denial::Unauthenticated { login_url }, ResponseStyle::Api) => {
-                let mut body = json!({"error": "unauthenticated", "message": "this route needs a Whop identity"});
-                if let Some(url) = &login_url {
-                    body["login_url"] = json!(url);
-                }
-                let mut response = json_response(StatusCode::UNAUTHORIZED, body);
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="whopgate""#));
-                response
-            }
-            (Denial::Unauthenticated { login_url: Some(url) }, ResponseStyle::Browser) => redirect(&url),
-            (Denial::Unauthenticated { login_url: None }, ResponseStyle::Browser) => {
-                html_response(StatusCode::UNAUTHORIZED, "Sign in required", "Open this app from Whop to sign in.", None)
-            }
-            (Denial::InvalidCredentials { error, login_url, clear_cookie }, style) => {
-                let mut response = match (style, login_url) {
-                    (ResponseStyle::Api, login_url) => {
-                        let mut body = json!({"error": "invalid_credentials", "message": error.to_string()});
-                        if let Some(url) = &login_url {
-                            body["login_url"] = json!(url);
-                        }
-                        let mut response = json_response(StatusCode::UNAUTHORIZED, body);
-                        response.headers_mut().insert(
-                            header::WWW_AUTHENTICATE,
-                            HeaderValue::from_static(r#"Bearer realm="whopgate", error="invalid_token""#),
-                        );
-                        response
-                    }
-                    // A browser with a bad session signs in again.
-                    (ResponseStyle::Browser, Some(url)) => redirect(&url),
-                    (ResponseStyle::Browser, None) => html_response(
-                        StatusCode::UNAUTHORIZED,
-                        "Sign in again",
-                        &format!("Your sign-in could not be checked: {error}. Open this app from Whop again."),
-                        None,
-                    ),
-                };
-                if let Some(cookie) = clear_cookie {
-                    response.headers_mut().append(header::SET_COOKIE, cookie);
-                }
-                response
-            }
-            (Denial::Forbidden { reason, required, access_level, checkout_url }, ResponseStyle::Api) => {
-                let message = match (&reason, access_level) {
-                    (ForbiddenReason::MembershipStatus(status), _) => {
-                        format!("the license key's membership is {status}, not valid")
-                    }
-                    (_, AccessLevel::Admin) => "this route is for the team of the company that sells it".to_owned(),
-                    (_, AccessLevel::Customer) => "your Whop account does not have access to this".to_owned(),
-                };
-                let required: Vec<&str> = required.iter().map(|r| &**r).collect();
-                let mut body = json!({"error": "forbidden", "message": message, "required": required});
-                if let Some(url) = &checkout_url {
-                    body["checkout_url"] = json!(url);
-                }
-                json_response(StatusCode::FORBIDDEN, body)
-            }
-            (Denial::Forbidden { checkout_url: Some(url), .. }, ResponseStyle::Browser) => redirect(&url),
-            (Denial::Forbidden { access_level, .. }, ResponseStyle::Browser) => {
-                let message = match access_level {
-                    AccessLevel::Admin => "This page is for the team of the company that sells this app.",
-                    AccessLevel::Customer => "Your Whop account does not have access to this yet.",
-                };
-                html_response(StatusCode::FORBIDDEN, "No access", message, None)
-            }
-            (Denial::Unavailable { retry_after, .. }, style) => {
-                let mut response = match style {
-                    ResponseStyle::Api => json_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        json!({"error": "access_check_unavailable", "message": "access could not be checked with Whop right now; try again shortly"}),
-                    ),
-                    ResponseStyle::Browser => html_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Try again shortly",
-                        "Your access could not be checked with Whop right now.",
-                        None,
-                    ),
-                };
-                let seconds = retry_after.as_secs().max(1);
-                if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                    response.headers_mut().insert(header::RETRY_AFTER, value);
-                }
-                response
-            }
-        }
+        Answer::Denial(self).into_response(style)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
+    use serde_json::json;
 
     fn json_of(response: &Response<Bytes>) -> serde_json::Value {
         serde_json::from_slice(response.body()).unwrap()

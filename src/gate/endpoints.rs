@@ -9,14 +9,17 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use super::GateState;
+use super::answer::Answer;
+use super::denial::Denial;
 use super::judge::Judgement;
+use super::negotiate::ResponseStyle;
 use crate::endpoints::Endpoint;
 use crate::identity::{Identified, Identity};
 use crate::response::json_response;
 
-type Answer = Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>;
+type Answering = Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>;
 
-fn now(response: Response<Bytes>) -> Answer {
+fn now(response: Response<Bytes>) -> Answering {
     Box::pin(ready(response))
 }
 
@@ -41,27 +44,19 @@ impl GateState {
                 Box::pin(async move { signin.callback(query.as_deref(), &headers).await })
             }
             (Endpoint::Logout, Some(signin)) if get || method == Method::POST => now(signin.logout(query.as_deref())),
-            (Endpoint::Login | Endpoint::Callback | Endpoint::Logout, None) => now(json_response(
-                StatusCode::NOT_FOUND,
-                json!({"error": "not_found", "message": "Sign in with Whop is not configured here ([identity.session])"}),
-            )),
+            (Endpoint::Login | Endpoint::Callback | Endpoint::Logout, None) => {
+                now(Answer::SignInOff.into_response(ResponseStyle::Api))
+            }
             (Endpoint::Me, _) if get => {
                 let state = self.clone();
                 let headers = req.headers().clone();
                 let uri = req.uri().clone();
                 Box::pin(async move { state.me(uri, headers).await })
             }
-            (Endpoint::Unknown, _) => {
-                now(json_response(StatusCode::NOT_FOUND, json!({"error": "not_found", "message": "no such endpoint"})))
-            }
+            (Endpoint::Unknown, _) => now(Answer::NoEndpoint.into_response(ResponseStyle::Api)),
             _ => {
-                let mut response = json_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    json!({"error": "method_not_allowed", "message": "this endpoint does not take that method"}),
-                );
                 let allow = if endpoint == Endpoint::Logout { "GET, HEAD, POST" } else { "GET, HEAD" };
-                response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
-                now(response)
+                now(Answer::MethodNotAllowed { allow }.into_response(ResponseStyle::Api))
             }
         };
         Judgement::Answer { answer, log }
@@ -80,14 +75,9 @@ impl GateState {
         };
         match identity {
             Ok(identity) => json_response(StatusCode::OK, describe(&identity)),
-            Err(None) => json_response(
-                StatusCode::UNAUTHORIZED,
-                json!({"error": "unauthenticated", "message": "no Whop identity on this request"}),
-            ),
-            Err(Some(error)) => json_response(
-                StatusCode::UNAUTHORIZED,
-                json!({"error": "invalid_credentials", "message": error.to_string()}),
-            ),
+            Err(None) => Denial::Unauthenticated { login_url: None }.into_response(ResponseStyle::Api),
+            Err(Some(error)) => Denial::InvalidCredentials { error, login_url: None, clear_cookie: None }
+                .into_response(ResponseStyle::Api),
         }
     }
 }

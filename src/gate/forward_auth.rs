@@ -25,6 +25,7 @@ use http::{Method, Request, Response, StatusCode, Uri};
 
 use super::denial::{BadRequest, Denial};
 use super::judge::{Judgement, Verdict, settle};
+use super::negotiate::ResponseStyle;
 use super::record::LogLine;
 use super::{ConnectionFacts, GateState};
 use crate::metrics::Decision;
@@ -222,9 +223,7 @@ impl GateState {
             }
             // Neither comes out of `judge_route` concluded.
             Judgement::Later(_) | Judgement::Answer { .. } => {
-                let mut response = Response::new(Bytes::from_static(b"internal error\n"));
-                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                (response, Decision::Unavailable, None)
+                (super::answer::Answer::Internal.into_response(ResponseStyle::Api), Decision::Unavailable, None)
             }
         };
         self.metrics.forward_auth(front_end, decision);

@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+pub mod answer;
 mod body;
 mod builder;
 pub mod client_headers;

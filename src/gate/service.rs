@@ -158,9 +158,7 @@ where
 }
 
 fn internal_error() -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from_static(b"internal error\n"));
-    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-    response
+    super::answer::Answer::Internal.into_response(super::negotiate::ResponseStyle::Api)
 }
 
 pin_project! {

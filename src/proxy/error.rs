@@ -1,13 +1,14 @@
-//! Why forwarding failed, and the one place that turns it into an answer (502 or 504, or 400 when
-//! the client's own body was broken).
+//! Why forwarding failed: 502 or 504, or 400 when the client's own body was broken (the answer
+//! itself is made in [`crate::gate::answer`]).
 
 use std::fmt;
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
+use crate::gate::answer::{Answer, UpstreamFailure};
+use crate::gate::negotiate::ResponseStyle;
 
 /// A request the gate cleared but the upstream did not answer.
 #[derive(Debug)]
@@ -47,18 +48,14 @@ impl ProxyError {
         }
     }
 
-    /// The answer the client gets. It says what failed but not where the upstream lives.
+    /// The answer the client gets (made in [`crate::gate::answer`]).
     pub fn into_response(self) -> Response<ProxyBody> {
-        let text = match self {
-            _ if self.is_client_fault() => "the request body is malformed\n",
-            ProxyError::Timeout(_) => "upstream did not answer in time\n",
-            _ => "upstream unavailable\n",
+        let failure = match self {
+            _ if self.is_client_fault() => UpstreamFailure::ClientBody,
+            ProxyError::Timeout(_) => UpstreamFailure::Timeout,
+            _ => UpstreamFailure::Unavailable,
         };
-        let mut response = Response::new(ProxyBody::local(text));
-        *response.status_mut() = self.status();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+        Answer::Upstream(failure).into_response(ResponseStyle::Api).map(ProxyBody::local)
     }
 }
 
