@@ -182,22 +182,24 @@ impl GateState {
         let answer: Answer = Box::pin(async move {
             let verdict = later.verdict.await;
             let judgement = state.conclude(&mut judged, Some(later.rule), verdict, &request_id, log, false);
-            let (response, decision, line) = state.respond(front_end, judgement);
-            if let Some(line) = line {
-                emit(&line, response.status().as_u16(), decision);
-            }
-            response
+            state.respond_logged(front_end, judgement)
         });
         Judgement::Answer { answer, log: None }
     }
 
     /// A concluded judgement as the front end's answer.
     fn answered(&self, front_end: FrontEnd, judgement: Judgement) -> Judgement {
+        let response = self.respond_logged(front_end, judgement);
+        Judgement::Answer { answer: Box::pin(std::future::ready(response)), log: None }
+    }
+
+    /// [`GateState::respond`], with its access-log line written.
+    fn respond_logged(&self, front_end: FrontEnd, judgement: Judgement) -> Response<Bytes> {
         let (response, decision, line) = self.respond(front_end, judgement);
         if let Some(line) = line {
             emit(&line, response.status().as_u16(), decision);
         }
-        Judgement::Answer { answer: Box::pin(std::future::ready(response)), log: None }
+        response
     }
 
     /// The response for the front end, the decision counted, and the log line to write.
