@@ -197,7 +197,7 @@ impl GateState {
     fn respond_logged(&self, front_end: FrontEnd, judgement: Judgement) -> Response<Bytes> {
         let (response, decision, line) = self.respond(front_end, judgement);
         if let Some(line) = line {
-            emit(&line, response.status().as_u16(), decision);
+            emit(&line, front_end, response.status().as_u16(), decision);
         }
         response
     }
@@ -234,7 +234,7 @@ impl GateState {
 }
 
 /// The access log line of a forward-auth decision, naming the front end that asked.
-fn emit(line: &LogLine, status: u16, decision: Decision) {
+fn emit(line: &LogLine, front_end: FrontEnd, status: u16, decision: Decision) {
     tracing::info!(
         target: super::record::ACCESS_TARGET,
         method = %line.method,
@@ -244,7 +244,7 @@ fn emit(line: &LogLine, status: u16, decision: Decision) {
         decision = decision.as_str(),
         reason = %line.reason,
         user = %line.user.as_deref().unwrap_or("-"),
-        front_end = "forward_auth",
+        front_end = front_end.as_str(),
         request_id = %line.request_id.to_str().unwrap_or("-"),
         "forward_auth"
     );
