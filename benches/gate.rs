@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
     .expect("config");
     let gate = runtime.block_on(Gate::from_config(&config)).expect("gate");
     runtime.block_on(gate.keys_loaded());
-    let inner = service_fn(|_req: Request<()>| ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))));
+    let inner = service_fn(|_req: Request<Empty<Bytes>>| ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))));
     let mut service = gate.layer().layer(inner);
     let token = mock.mint_token("user_alice").expect("token");
     let request = |token: &str| {
@@ -45,7 +45,7 @@ fn bench(c: &mut Criterion) {
             .header("accept", "application/json")
             .header("user-agent", "bench")
             .header("x-whop-user-token", token)
-            .body(())
+            .body(Empty::<Bytes>::new())
             .expect("request")
     };
     // Warm both caches (the first request asks the mock).

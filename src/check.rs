@@ -112,9 +112,6 @@ pub fn not_yet_acted_on(config: &Config) -> Vec<&'static str> {
     if config.mirror.enabled {
         out.push("mirror.enabled (no membership mirror: every decision comes from the access check)");
     }
-    if config.webhook.secret.is_some() || config.webhook.legacy_secret.is_some() {
-        out.push("webhook.secret (no {prefix}/webhook endpoint yet: Whop's deliveries are answered 404)");
-    }
     out
 }
 

@@ -15,6 +15,10 @@
 //! | forwarded to the upstream | [`proxy`] |
 //! | measured | [`metrics`], [`admin`] |
 //!
+//! Beside the request path: who may be asked about access is [`access`] (a backend per Whop
+//! API, behind one cache, over [`whop`]); how identity is found is [`identity`]; Whop's
+//! webhooks, which make the cache forget, are [`webhook`].
+//!
 //! The configuration is [`config`]; the sidecar binary wires it all in [`sidecar`].
 #![warn(missing_docs)]
 
@@ -37,6 +41,7 @@ pub mod response;
 pub mod route;
 pub mod server;
 pub mod sidecar;
+pub mod webhook;
 pub mod whop;
 
 pub use config::Config;

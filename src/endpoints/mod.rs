@@ -1,5 +1,5 @@
 //! whopgate's own endpoints, under `prefix` (SPEC §5): "Sign in with Whop" (`/login`,
-//! `/callback`, `/logout`), `/me` and forward-auth (`/auth`). The gate answers them before any route rule is consulted,
+//! `/callback`, `/logout`), `/me`, forward-auth (`/auth`) and Whop's webhooks (`/webhook`). The gate answers them before any route rule is consulted,
 //! so they work whatever the routes say.
 
 pub mod redirect;
@@ -20,6 +20,8 @@ pub enum Endpoint {
     Me,
     /// `{prefix}/auth`: forward-auth (see `crate::gate::forward_auth`).
     Auth,
+    /// `{prefix}/webhook`: Whop's webhook deliveries (see [`crate::webhook`]).
+    Webhook,
     /// Anything else under the prefix: 404.
     Unknown,
 }
@@ -37,6 +39,7 @@ impl Endpoint {
             "/logout" => Endpoint::Logout,
             "/me" => Endpoint::Me,
             "/auth" => Endpoint::Auth,
+            "/webhook" => Endpoint::Webhook,
             _ => Endpoint::Unknown,
         })
     }
@@ -49,6 +52,7 @@ impl Endpoint {
             Endpoint::Logout => "endpoint_logout",
             Endpoint::Me => "endpoint_me",
             Endpoint::Auth => "endpoint_auth",
+            Endpoint::Webhook => "endpoint_webhook",
             Endpoint::Unknown => "endpoint_unknown",
         }
     }
@@ -63,6 +67,7 @@ mod tests {
         assert_eq!(Endpoint::route("/.whopgate", "/.whopgate/login"), Some(Endpoint::Login));
         assert_eq!(Endpoint::route("/.whopgate", "/.whopgate/me/"), Some(Endpoint::Me));
         assert_eq!(Endpoint::route("/.whopgate", "/.whopgate/auth"), Some(Endpoint::Auth));
+        assert_eq!(Endpoint::route("/.whopgate", "/.whopgate/webhook"), Some(Endpoint::Webhook));
         assert_eq!(Endpoint::route("/.whopgate", "/.whopgate"), Some(Endpoint::Unknown));
         assert_eq!(Endpoint::route("/.whopgate", "/.whopgate/x"), Some(Endpoint::Unknown));
         assert_eq!(Endpoint::route("/.whopgate", "/.whopgatex/login"), None);

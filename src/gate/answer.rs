@@ -15,6 +15,7 @@ use super::negotiate::ResponseStyle;
 use crate::config::AccessLevel;
 use crate::endpoints::SignInError;
 use crate::response::{html_response, json_response, redirect, text_response};
+use crate::webhook::Outcome;
 
 /// An answer the gate gives instead of (or after failing at) forwarding.
 #[derive(Debug)]
@@ -34,6 +35,15 @@ pub enum Answer {
     SignIn(SignInError),
     /// The request was cleared but the upstream did not answer it.
     Upstream(UpstreamFailure),
+    /// `{prefix}/webhook` without a `[webhook]` secret (404).
+    WebhookOff,
+    /// What became of a webhook delivery (`POST {prefix}/webhook`).
+    Webhook(Outcome),
+    /// A webhook delivery's body was too large, or did not arrive in time (413 / 408).
+    WebhookBody {
+        /// Too large (rather than too slow).
+        too_large: bool,
+    },
     /// The gate itself failed; never expected.
     Internal,
 }
@@ -80,7 +90,45 @@ impl Answer {
             Answer::Upstream(UpstreamFailure::ClientBody) => {
                 text_response(StatusCode::BAD_REQUEST, "the request body is malformed\n")
             }
+            Answer::WebhookOff => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "not_found", "message": "webhooks are not configured here ([webhook] secret)"}),
+            ),
+            Answer::Webhook(outcome) => webhook_response(&outcome),
+            Answer::WebhookBody { too_large: true } => json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "too_large", "message": "a webhook body is at most 256 KiB"}),
+            ),
+            Answer::WebhookBody { too_large: false } => json_response(
+                StatusCode::REQUEST_TIMEOUT,
+                json!({"error": "timeout", "message": "the webhook body did not arrive in time"}),
+            ),
             Answer::Internal => text_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
+        }
+    }
+}
+
+/// 2xx for everything Whop need not send again (applied, ignored, replayed), 401 and 400 for
+/// what it must fix, 503 for what it should send again.
+fn webhook_response(outcome: &Outcome) -> Response<Bytes> {
+    let result = outcome.label();
+    match outcome {
+        Outcome::Applied { .. } | Outcome::Ignored { .. } | Outcome::Replayed => {
+            json_response(StatusCode::OK, json!({"result": result}))
+        }
+        Outcome::BadSignature(rejected) => {
+            json_response(StatusCode::UNAUTHORIZED, json!({"error": "bad_signature", "message": rejected.message()}))
+        }
+        Outcome::Malformed(why) => {
+            json_response(StatusCode::BAD_REQUEST, json!({"error": "malformed", "message": why}))
+        }
+        Outcome::Failed => {
+            let mut response = json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "unavailable", "message": "the membership could not be looked up at Whop; deliver again"}),
+            );
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            response
         }
     }
 }

@@ -16,6 +16,7 @@ use super::negotiate::ResponseStyle;
 use crate::endpoints::Endpoint;
 use crate::identity::{Identified, Identity};
 use crate::response::json_response;
+use crate::webhook;
 
 type Answering = Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>;
 
@@ -53,13 +54,66 @@ impl GateState {
                 let uri = req.uri().clone();
                 Box::pin(async move { state.me(uri, headers).await })
             }
+            (Endpoint::Webhook, _) if self.webhook.is_none() => {
+                now(Answer::WebhookOff.into_response(ResponseStyle::Api))
+            }
+            // The body is the delivery: read where the request is owned (`service::hand_over`).
+            (Endpoint::Webhook, _) if method == Method::POST => return Judgement::Webhook { gate: self.clone(), log },
             (Endpoint::Unknown, _) => now(Answer::NoEndpoint.into_response(ResponseStyle::Api)),
             _ => {
-                let allow = if endpoint == Endpoint::Logout { "GET, HEAD, POST" } else { "GET, HEAD" };
+                let allow = match endpoint {
+                    Endpoint::Logout => "GET, HEAD, POST",
+                    Endpoint::Webhook => "POST",
+                    _ => "GET, HEAD",
+                };
                 now(Answer::MethodNotAllowed { allow }.into_response(ResponseStyle::Api))
             }
         };
         Judgement::Answer { answer, log }
+    }
+
+    /// `POST {prefix}/webhook`: reads the delivery (bounded in size and time), asks the
+    /// [`crate::webhook::Receiver`] what it comes to, and forgets the user it concerns.
+    pub(crate) async fn receive_webhook<B>(self: Arc<Self>, headers: HeaderMap, body: B) -> Response<Bytes>
+    where
+        B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Some(receiver) = &self.webhook else {
+            return Answer::WebhookOff.into_response(ResponseStyle::Api);
+        };
+        let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, webhook::MAX_BODY_BYTES));
+        let body = match tokio::time::timeout(webhook::BODY_DEADLINE, read).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(error)) => {
+                let too_large = error.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+                self.metrics.webhooks.with_label_values(&["malformed"]).inc();
+                return Answer::WebhookBody { too_large }.into_response(ResponseStyle::Api);
+            }
+            Err(_) => {
+                self.metrics.webhooks.with_label_values(&["malformed"]).inc();
+                return Answer::WebhookBody { too_large: false }.into_response(ResponseStyle::Api);
+            }
+        };
+        let outcome = tokio::time::timeout(webhook::RECEIVE_DEADLINE, receiver.receive(&headers, &body))
+            .await
+            .unwrap_or(webhook::Outcome::Failed);
+        self.metrics.webhooks.with_label_values(&[outcome.label()]).inc();
+        match &outcome {
+            webhook::Outcome::Applied { kind, user } => {
+                self.access.invalidate_user(user);
+                self.identifier.invalidate_user(user);
+                tracing::info!(event = %kind, user_id = %user, "webhook: the user's cached decisions dropped");
+            }
+            webhook::Outcome::Ignored { kind } => tracing::debug!(event = %kind, "webhook ignored"),
+            webhook::Outcome::Replayed => tracing::debug!("webhook replayed: ignored"),
+            webhook::Outcome::BadSignature(rejected) => {
+                tracing::debug!(reason = rejected.message(), "webhook refused: not shown to be Whop's");
+            }
+            webhook::Outcome::Malformed(why) => tracing::warn!(reason = why, "webhook refused: malformed body"),
+            webhook::Outcome::Failed => {}
+        }
+        Answer::Webhook(outcome).into_response(ResponseStyle::Api)
     }
 
     /// `GET {prefix}/me`: who the caller is, by whichever source identifies them.

@@ -224,7 +224,7 @@ impl GateState {
                 (response, decision, log)
             }
             // Neither comes out of `judge_route` concluded.
-            Judgement::Later(_) | Judgement::Answer { .. } => {
+            Judgement::Later(_) | Judgement::Answer { .. } | Judgement::Webhook { .. } => {
                 (super::answer::Answer::Internal.into_response(ResponseStyle::Api), Decision::Unavailable, None)
             }
         };

@@ -72,6 +72,8 @@ pub(crate) enum Judgement {
     Later(Later),
     /// One of whopgate's own endpoints: answer with what this future gives.
     Answer { answer: Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>, log: Option<Box<LogLine>> },
+    /// A webhook delivery: answer with what [`GateState::receive_webhook`] makes of its body.
+    Webhook { gate: Arc<GateState>, log: Option<Box<LogLine>> },
 }
 
 /// What `judge_later` still has to find out.

@@ -64,7 +64,7 @@ pub use handoff::{
     X_WHOPGATE_SOURCE,
 };
 pub use record::ACCESS_TARGET;
-pub use service::{GateLayer, GateService, ResponseFuture};
+pub use service::{GateLayer, GateService, RequestBody, ResponseFuture};
 #[cfg(feature = "axum")]
 pub use user::MissingWhopUser;
 pub use user::WhopUser;
@@ -201,6 +201,7 @@ impl Gate {
             max_entries: config.cache.max_entries,
             whop_timeout: config.whop.timeout,
         };
+        let webhook = crate::webhook::Receiver::new(&config.webhook, client.clone());
         let backend = backend_for(config.whop.access_api, client);
         let access = AccessCache::new(backend, settings, resources, &metrics, runtime.clone());
 
@@ -232,6 +233,7 @@ impl Gate {
             access,
             prefix: config.prefix.clone(),
             signin,
+            webhook,
         });
         runtime.spawn(update_gauges(Arc::downgrade(&state)));
         Ok(Gate { state })
@@ -326,6 +328,8 @@ pub(crate) struct GateState {
     prefix: String,
     /// "Sign in with Whop", when sessions are on.
     signin: Option<Arc<SignIn>>,
+    /// Whop's webhooks, when a `[webhook]` secret is set.
+    webhook: Option<crate::webhook::Receiver>,
 }
 
 /// What the gate keeps per rule, resolved once: metric handles and header values (one per core).

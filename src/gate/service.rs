@@ -83,6 +83,19 @@ impl<S, H: Clone> Layer<S> for GateLayer<H> {
 /// would bounce between cores on each request.
 pub(crate) type LayerGate = Arc<Arc<GateState>>;
 
+/// What the gate needs of a request body: to read a webhook delivery's (`{prefix}/webhook`)
+/// itself. Every `http_body::Body` that can be sent between threads is one (hyper's `Incoming`,
+/// axum's `Body`, `Full`, `Empty`).
+pub trait RequestBody:
+    http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
 /// The gate around an inner service. Denials are responses, never errors: the error type is the
 /// inner service's, so it composes without `HandleErrorLayer`.
 #[derive(Debug, Clone)]
@@ -97,6 +110,7 @@ impl<S, H, ReqB, ResB> Service<Request<ReqB>> for GateService<S, H>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
     H: Handoff<S, ReqB>,
+    ReqB: RequestBody,
 {
     type Response = Response<GateBody<ResB>>;
     type Error = S::Error;
@@ -141,6 +155,7 @@ fn hand_over<S, H, ReqB>(inner: &mut S, handoff: &H, judgement: Judgement, req: 
 where
     S: Service<Request<ReqB>>,
     H: Handoff<S, ReqB>,
+    ReqB: RequestBody,
 {
     match judgement {
         Judgement::Forward { decision, log, cleared } => {
@@ -150,6 +165,10 @@ where
             FutureState::Denied { response: Some(response), decision: Some(decision), log }
         }
         Judgement::Answer { answer, log } => FutureState::Answering { answer, log },
+        Judgement::Webhook { gate, log } => {
+            let (parts, body) = req.into_parts();
+            FutureState::Answering { answer: Box::pin(gate.receive_webhook(parts.headers, body)), log }
+        }
         // `conclude` never returns `Later`.
         Judgement::Later(_) => {
             FutureState::Denied { response: Some(internal_error()), decision: Some(Decision::Unavailable), log: None }
@@ -203,6 +222,7 @@ impl<S, H, ReqB, ResB> Future for ResponseFuture<S, ReqB, H>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     H: Handoff<S, ReqB>,
+    ReqB: RequestBody,
 {
     type Output = Result<Response<GateBody<ResB>>, S::Error>;
 

@@ -17,4 +17,5 @@ mod streaming;
 mod tls;
 mod tokens;
 mod upstream;
+mod webhooks;
 mod whop_api;
