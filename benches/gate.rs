@@ -36,7 +36,8 @@ fn bench(c: &mut Criterion) {
     .expect("config");
     let gate = runtime.block_on(Gate::from_config(&config)).expect("gate");
     runtime.block_on(gate.keys_loaded());
-    let inner = service_fn(|_req: Request<Empty<Bytes>>| ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))));
+    let inner =
+        service_fn(|_req: Request<Empty<Bytes>>| ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))));
     let mut service = gate.layer().layer(inner);
     let token = mock.mint_token("user_alice").expect("token");
     let request = |token: &str| {

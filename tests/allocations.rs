@@ -75,7 +75,8 @@ fn a_cached_gated_request_allocates_no_more_than_a_public_one() {
     .unwrap();
     let gate = runtime.block_on(Gate::from_config(&config)).unwrap();
     runtime.block_on(gate.keys_loaded());
-    let inner = service_fn(|_req: Request<Empty<Bytes>>| ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))));
+    let inner =
+        service_fn(|_req: Request<Empty<Bytes>>| ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))));
     let mut service = gate.layer().without_user_extension().layer(inner);
     let token = mock.mint_token("user_alice").unwrap();
     let request = |path: &str| {

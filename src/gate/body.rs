@@ -2,6 +2,7 @@
 //! measured and logged when the body is finished or dropped.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -9,15 +10,28 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::record::Record;
+use super::stream_watch::{self, Subject, Watch};
 
 pin_project! {
-    /// Body of every response that passes through [`super::GateService`].
+    /// Body of every response that passes through [`super::GateService`]. A gated response
+    /// that turns into a stream is watched (see [`super::stream_watch`]) and ends, its inner
+    /// body dropped, once its user is no longer allowed.
     pub struct GateBody<B> {
         #[pin]
         kind: Kind<B>,
         // Dropped with the body: that is when the request is over.
         record: Option<Record>,
+        stream: Stream,
     }
+}
+
+/// Whether the body is watched.
+enum Stream {
+    /// Public, local, or not a stream.
+    Off,
+    /// Gated; watched once the body first has nothing ready.
+    Armed(Subject),
+    Watching(Watch),
 }
 
 pin_project! {
@@ -29,12 +43,13 @@ pin_project! {
 }
 
 impl<B> GateBody<B> {
-    pub(super) fn inner(body: B, record: Option<Record>) -> Self {
-        Self { kind: Kind::Inner { body }, record }
+    pub(super) fn inner(body: B, record: Option<Record>, subject: Option<Subject>) -> Self {
+        let stream = subject.map_or(Stream::Off, Stream::Armed);
+        Self { kind: Kind::Inner { body }, record, stream }
     }
 
     pub(super) fn local(data: Bytes, record: Option<Record>) -> Self {
-        Self { kind: Kind::Local { data: (!data.is_empty()).then_some(data) }, record }
+        Self { kind: Kind::Local { data: (!data.is_empty()).then_some(data) }, record, stream: Stream::Off }
     }
 }
 
@@ -44,15 +59,43 @@ impl<B> std::fmt::Debug for GateBody<B> {
     }
 }
 
+/// Ends the body where it stands: the inner body (and with it the upstream's connection) is
+/// dropped, and the client sees the stream end.
+fn end<B, E>(mut kind: Pin<&mut Kind<B>>, stream: &mut Stream) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+    kind.set(Kind::Local { data: None });
+    *stream = Stream::Off;
+    Poll::Ready(None)
+}
+
 impl<B: Body<Data = Bytes>> Body for GateBody<B> {
     type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project().kind.project() {
-            KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        let mut this = self.project();
+        if let Stream::Watching(watch) = this.stream {
+            if watch.as_mut().poll(cx).is_ready() {
+                return end(this.kind, this.stream);
+            }
         }
+        let polled = match this.kind.as_mut().project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Local { data } => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        };
+        if polled.is_pending() && matches!(this.stream, Stream::Armed(_)) {
+            // Nothing to send for now: the response has become a stream, so watch it.
+            let (Stream::Armed(subject), Some(record)) =
+                (std::mem::replace(this.stream, Stream::Off), this.record.as_ref())
+            else {
+                return polled;
+            };
+            let mut watch = stream_watch::watch(Arc::clone(record.gate()), subject);
+            if watch.as_mut().poll(cx).is_ready() {
+                return end(this.kind, this.stream);
+            }
+            *this.stream = Stream::Watching(watch);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -101,8 +101,7 @@ impl GateState {
         self.metrics.webhooks.with_label_values(&[outcome.label()]).inc();
         match &outcome {
             webhook::Outcome::Applied { kind, user } => {
-                self.access.invalidate_user(user);
-                self.identifier.invalidate_user(user);
+                self.forget_user(user);
                 tracing::info!(event = %kind, user_id = %user, "webhook: the user's cached decisions dropped");
             }
             webhook::Outcome::Ignored { kind } => tracing::debug!(event = %kind, "webhook ignored"),

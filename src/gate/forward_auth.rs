@@ -205,7 +205,7 @@ impl GateState {
     /// The response for the front end, the decision counted, and the log line to write.
     fn respond(&self, front_end: FrontEnd, judgement: Judgement) -> (Response<Bytes>, Decision, Option<Box<LogLine>>) {
         let (response, decision, log) = match judgement {
-            Judgement::Forward { decision, log, cleared } => {
+            Judgement::Forward { decision, log, cleared, .. } => {
                 let mut response = Response::new(Bytes::new());
                 if let Some(cleared) = cleared {
                     cleared.headers.insert_into(response.headers_mut());

@@ -21,6 +21,7 @@ use http::{Method, Request, Response, Uri};
 use super::denial::{BadRequest, Denial, ForbiddenReason};
 use super::handoff::{Cleared, IdentityHeaders};
 use super::record::LogLine;
+use super::stream_watch::Subject;
 use super::user::WhopUser;
 use super::{ConnectionFacts, GateState, RuleState};
 use super::{client_headers, method_override, negotiate};
@@ -65,7 +66,13 @@ pub(crate) struct Later {
 /// The gate's answer to [`GateState::judge`].
 pub(crate) enum Judgement {
     /// Pass the (rewritten) request on, with who is calling when known.
-    Forward { decision: Decision, log: Option<Box<LogLine>>, cleared: Option<Cleared> },
+    Forward {
+        decision: Decision,
+        log: Option<Box<LogLine>>,
+        cleared: Option<Cleared>,
+        /// What to judge again should the response become a stream (gated rules only).
+        subject: Option<Subject>,
+    },
     /// Answer with this response.
     Deny { response: Response<Bytes>, decision: Decision, log: Option<Box<LogLine>> },
     /// Wait for this, then [`GateState::conclude`].
@@ -239,7 +246,7 @@ impl GateState {
 
     /// The decision from fresh cache entries alone: granted as soon as one required resource
     /// grants, refused when every one is known to refuse, `None` when one must be asked.
-    fn decide_now(self: &Arc<Self>, rule: &Rule, identity: &Arc<Identity>, now: Instant) -> Option<Verdict> {
+    pub(super) fn decide_now(self: &Arc<Self>, rule: &Rule, identity: &Arc<Identity>, now: Instant) -> Option<Verdict> {
         if let Some(access) = identity.fixed_access {
             // The dev identity: configuration decides, Whop is never asked.
             return Some(match access.satisfies(rule.access_level) {
@@ -290,7 +297,7 @@ impl GateState {
     }
 
     /// Asks (through the cache) about every required resource at once; the first grant wins.
-    async fn decide_later(&self, rule: &Rule, identity: Arc<Identity>) -> Verdict {
+    pub(super) async fn decide_later(&self, rule: &Rule, identity: Arc<Identity>) -> Verdict {
         let mut lookups: FuturesUnordered<_> = rule
             .require
             .iter()
@@ -350,8 +357,17 @@ impl GateState {
                     // whopgate's own cookies are whopgate's: the app never sees them.
                     codec.strip(req.headers_mut());
                 }
-                let cleared = identity.map(|identity| cleared(&identity, grant, rule_state, user_extension));
-                Judgement::Forward { decision, log, cleared }
+                let gated = rule.filter(|&i| !self.routes.rules()[i].public);
+                let (cleared, subject) = match identity {
+                    Some(identity) => {
+                        let cleared = cleared(&identity, grant, rule_state, user_extension);
+                        // The identity moves on with the request rather than being dropped here.
+                        let subject = gated.map(|rule| Subject { rule, identity, epoch: self.revocations.epoch() });
+                        (Some(cleared), subject)
+                    }
+                    None => (None, None),
+                };
+                Judgement::Forward { decision, log, cleared, subject }
             }
             Verdict::Deny { denial, identity } => {
                 let decision = denial.decision();

@@ -49,6 +49,7 @@ pub mod negotiate;
 mod record;
 pub mod request_id;
 mod service;
+mod stream_watch;
 mod user;
 
 use std::sync::{Arc, Weak};
@@ -65,6 +66,7 @@ pub use handoff::{
 };
 pub use record::ACCESS_TARGET;
 pub use service::{GateLayer, GateService, RequestBody, ResponseFuture};
+pub use stream_watch::{StreamControl, Watch};
 #[cfg(feature = "axum")]
 pub use user::MissingWhopUser;
 pub use user::WhopUser;
@@ -234,6 +236,8 @@ impl Gate {
             prefix: config.prefix.clone(),
             signin,
             webhook,
+            revocations: stream_watch::Revocations::new(),
+            revalidate_streams: config.cache.revalidate_streams,
         });
         runtime.spawn(update_gauges(Arc::downgrade(&state)));
         Ok(Gate { state })
@@ -275,8 +279,7 @@ impl Gate {
 
     /// Forgets every cached decision about `user_id`: call it when their access changed.
     pub fn invalidate_user(&self, user_id: &str) {
-        self.state.access.invalidate_user(user_id);
-        self.state.identifier.invalidate_user(user_id);
+        self.state.forget_user(user_id);
     }
 }
 
@@ -330,6 +333,20 @@ pub(crate) struct GateState {
     signin: Option<Arc<SignIn>>,
     /// Whop's webhooks, when a `[webhook]` secret is set.
     webhook: Option<crate::webhook::Receiver>,
+    /// Users whose access a webhook changed, told to their open streams.
+    revocations: stream_watch::Revocations,
+    /// `cache.revalidate_streams`.
+    revalidate_streams: Duration,
+}
+
+impl GateState {
+    /// Drops every cached decision and license-key entry of `user_id`, and has their open
+    /// streams judged again now.
+    pub(crate) fn forget_user(&self, user_id: &str) {
+        self.access.invalidate_user(user_id);
+        self.identifier.invalidate_user(user_id);
+        self.revocations.revoke(user_id);
+    }
 }
 
 /// What the gate keeps per rule, resolved once: metric handles and header values (one per core).

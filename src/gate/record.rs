@@ -42,6 +42,11 @@ impl Record {
     pub fn set_status(&mut self, status: u16) {
         self.status = status;
     }
+
+    /// The gate that judged the request.
+    pub fn gate(&self) -> &LayerGate {
+        &self.gate
+    }
 }
 
 /// Is the access log on? Checked once per request, so a disabled log costs nothing more.

@@ -20,6 +20,7 @@ use super::handoff::{Handoff, InsertIdentity};
 use super::judge::{Judgement, Verdict};
 use super::record::{self, LogLine, Record};
 use super::request_id::{self, X_REQUEST_ID};
+use super::stream_watch::{StreamControl, Subject};
 use crate::metrics::Decision;
 
 /// Puts the gate in front of a service: every request is identified, judged and then either
@@ -158,8 +159,8 @@ where
     ReqB: RequestBody,
 {
     match judgement {
-        Judgement::Forward { decision, log, cleared } => {
-            FutureState::Inner { fut: handoff.call(inner, req, cleared), decision, log }
+        Judgement::Forward { decision, log, cleared, subject } => {
+            FutureState::Inner { fut: handoff.call(inner, req, cleared), decision, log, subject }
         }
         Judgement::Deny { response, decision, log } => {
             FutureState::Denied { response: Some(response), decision: Some(decision), log }
@@ -209,7 +210,7 @@ pin_project! {
             gate: LayerGate,
             log: bool,
         },
-        Inner { #[pin] fut: S::Future, decision: Decision, log: Option<Box<LogLine>> },
+        Inner { #[pin] fut: S::Future, decision: Decision, log: Option<Box<LogLine>>, subject: Option<Subject> },
         Answering {
             answer: Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>,
             log: Option<Box<LogLine>>,
@@ -240,11 +241,22 @@ where
                     let judgement = gate.conclude(&mut req, Some(*rule), verdict, this.request_id, *log, wants_user);
                     hand_over(&mut inner, this.handoff, judgement, req)
                 }
-                FutureStateProj::Inner { fut, decision, log } => {
+                FutureStateProj::Inner { fut, decision, log, subject } => {
                     let response = ready!(fut.poll(cx))?;
                     let record = Record::new(*this.start, Some(*decision), this.gate.clone(), log.take());
-                    let (parts, body) = response.into_parts();
-                    return Poll::Ready(Ok(finish(parts, record, this.request_id, |r| GateBody::inner(body, r))));
+                    let (mut parts, body) = response.into_parts();
+                    let mut subject = subject.take();
+                    if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                        // A tunnel carries no body of ours to end: it takes the watch itself.
+                        if let (Some(control), Some(subject)) =
+                            (parts.extensions.remove::<StreamControl>(), subject.take())
+                        {
+                            control.give(super::stream_watch::watch(Arc::clone(this.gate), subject));
+                        }
+                    }
+                    return Poll::Ready(Ok(finish(parts, record, this.request_id, |r| {
+                        GateBody::inner(body, r, subject)
+                    })));
                 }
                 FutureStateProj::Answering { answer, log } => {
                     let response = ready!(answer.as_mut().poll(cx));

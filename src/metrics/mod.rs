@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub use per_core::{Counter, CounterFamily, Histogram, HistogramFamily};
@@ -112,6 +112,9 @@ pub struct Metrics {
     pub cache_entries: IntGaugeVec,
     /// `whopgate_webhooks_total{result}`
     pub webhooks: IntCounterVec,
+    /// `whopgate_streams_closed_total`: open streams (WebSocket, SSE, long responses) ended
+    /// because a re-judgement no longer allowed them.
+    pub streams_closed: IntCounter,
     /// `whopgate_forward_auth_total{front_end, decision}`
     forward_auth: IntCounterVec,
     upstream_requests: CounterFamily,
@@ -163,6 +166,12 @@ impl Metrics {
                 .map(|g| register(&registry, g))
                 .unwrap_or_else(|e| unreachable_metric(e));
         let webhooks = counter_vec(&registry, "whopgate_webhooks_total", "Webhook deliveries, by result.", &["result"]);
+        let streams_closed = IntCounter::new(
+            "whopgate_streams_closed_total",
+            "Open streams ended because access was no longer granted when re-judged.",
+        )
+        .map(|c| register(&registry, c))
+        .unwrap_or_else(|e| unreachable_metric(e));
         let forward_auth = counter_vec(
             &registry,
             "whopgate_forward_auth_total",
@@ -185,6 +194,7 @@ impl Metrics {
             cache_requests,
             cache_entries,
             webhooks,
+            streams_closed,
             forward_auth,
             upstream_requests,
             upstream_by_status: (0..600).map(|_| OnceLock::new()).collect(),

@@ -36,7 +36,7 @@ use headers::Forwarded;
 pub use headers::Peer;
 pub use pool::{UpstreamAddr, UpstreamPool};
 
-use crate::gate::{Cleared, Handoff, IdentityHeaders};
+use crate::gate::{Cleared, Handoff, IdentityHeaders, StreamControl};
 use crate::metrics::Metrics;
 use conn::Exchange;
 
@@ -162,8 +162,12 @@ impl ClientConn {
                 return Ok(self.fail(ProxyError::UnexpectedUpgrade));
             };
             let (socket, early) = conn.into_upgraded();
-            upgrade::tunnel(client, socket, early);
-            return Ok(Response::from_parts(parts, ProxyBody::empty()));
+            let (control, watch) = StreamControl::new();
+            upgrade::tunnel(client, socket, early, watch);
+            let mut response = Response::from_parts(parts, ProxyBody::empty());
+            // The gate in front hands the tunnel its watch through this (a gated route's only).
+            response.extensions_mut().insert(control);
+            return Ok(response);
         }
         Ok(Response::from_parts(parts, ProxyBody::upstream(conn, framing, keep_alive, self.pool.clone())))
     }

@@ -11,7 +11,7 @@ use whopgate::mock::{EndpointKind, MembershipStatus, MockState, MockWhop};
 
 use crate::support::{Upstream, Whopgate, gated_config};
 
-const SECRET: &str = "ws_3f1c0a9d8e7b6a5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c";
+pub(crate) const SECRET: &str = "ws_3f1c0a9d8e7b6a5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c";
 const LEGACY_SECRET: &str = "legacy-webhook-secret-0123456789";
 
 struct Setup {
@@ -37,7 +37,7 @@ async fn configured() -> Setup {
     setup(&format!("[webhook]\nsecret = \"{SECRET}\"\nlegacy_secret = \"{LEGACY_SECRET}\"")).await
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
@@ -46,7 +46,7 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
 }
 
 /// Standard Webhooks headers for `body`, keyed with `key`, stamped `timestamp`.
-fn standard(key: &[u8], id: &str, timestamp: i64, body: &str) -> Vec<(String, String)> {
+pub(crate) fn standard(key: &[u8], id: &str, timestamp: i64, body: &str) -> Vec<(String, String)> {
     let tag = hmac_sha256(key, format!("{id}.{timestamp}.{body}").as_bytes());
     let signature = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(tag));
     vec![
@@ -62,7 +62,7 @@ fn legacy(key: &[u8], timestamp: i64, body: &str) -> Vec<(String, String)> {
     vec![("x-whop-signature".into(), format!("t={timestamp},v1={hex}"))]
 }
 
-fn event(kind: &str, data: Value) -> String {
+pub(crate) fn event(kind: &str, data: Value) -> String {
     json!({"id": "evt_test", "type": kind, "api_version": "v1", "timestamp": "2026-12-03T10:00:00Z",
            "company_id": "biz_mockcompany01", "data": data})
     .to_string()

@@ -1,0 +1,127 @@
+//! Open streams stay judged: a response that is still streaming (server-sent events, a long
+//! download) or a WebSocket tunnel is re-judged every `cache.revalidate_streams`, and at once
+//! when a webhook names its user; it ends as soon as the judgement is no longer "allow".
+//!
+//! Nothing here runs for an ordinary response: [`Subject`] only carries what the judgement
+//! already had (the rule and the identity, moved, not copied), and the watch starts the first
+//! time the response body has nothing ready to send, i.e. when it has become a stream.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::broadcast;
+
+use super::GateState;
+use super::judge::Verdict;
+use crate::identity::Identity;
+
+/// What a cleared request was judged as: enough to judge it again.
+#[derive(Debug, Clone)]
+pub(crate) struct Subject {
+    pub(crate) rule: usize,
+    pub(crate) identity: Arc<Identity>,
+    /// [`Revocations::epoch`] when it was judged: a revocation between then and the watch's
+    /// start is not missed.
+    pub(crate) epoch: u64,
+}
+
+/// Which users webhooks revoked, told to every open stream.
+#[derive(Debug)]
+pub(crate) struct Revocations {
+    epoch: AtomicU64,
+    sender: broadcast::Sender<Arc<str>>,
+}
+
+impl Revocations {
+    pub(crate) fn new() -> Self {
+        // A stream that falls this far behind re-judges at once (`Lagged`), so nothing is lost.
+        let (sender, _) = broadcast::channel(256);
+        Self { epoch: AtomicU64::new(0), sender }
+    }
+
+    /// How many revocations there have been.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// `user`'s access changed: every stream of theirs is judged again now.
+    pub(crate) fn revoke(&self, user: &str) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        // No receiver (no open stream) is not an error.
+        let _ = self.sender.send(Arc::from(user));
+    }
+}
+
+/// A stream's watch: resolves when the stream must end.
+pub type Watch = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The watch for a stream of `subject`'s, re-judged every `gate.revalidate_streams`.
+pub(crate) fn watch(gate: Arc<GateState>, subject: Subject) -> Watch {
+    Box::pin(async move {
+        let mut revoked = gate.revocations.sender.subscribe();
+        let interval = gate.revalidate_streams;
+        let mut stale = gate.revocations.epoch() != subject.epoch;
+        let mut next = tokio::time::Instant::now() + interval;
+        loop {
+            if !stale {
+                tokio::select! {
+                    () = tokio::time::sleep_until(next) => {}
+                    received = revoked.recv() => match received {
+                        Ok(user) if *user != *subject.identity.user_id => continue,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        // The gate is gone: so is whatever served this stream.
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+            stale = false;
+            next = tokio::time::Instant::now() + interval;
+            if !gate.still_allowed(&subject).await {
+                gate.metrics.streams_closed.inc();
+                tracing::info!(user_id = %subject.identity.user_id, "an open stream was closed: access is no longer granted");
+                return;
+            }
+        }
+    })
+}
+
+impl GateState {
+    /// Judges `subject` again, as a new request under its rule would be (through the cache).
+    async fn still_allowed(self: &Arc<Self>, subject: &Subject) -> bool {
+        let Some(rule) = self.routes.rules().get(subject.rule) else { return false };
+        let verdict = match self.decide_now(rule, &subject.identity, std::time::Instant::now()) {
+            Some(verdict) => verdict,
+            None => self.decide_later(rule, subject.identity.clone()).await,
+        };
+        matches!(verdict, Verdict::Forward { .. })
+    }
+}
+
+/// How a tunnel behind the gate (the sidecar's WebSocket tunnel) gets its watch: the service
+/// puts one in the extensions of its `101` response; the gate, seeing it, hands over the watch
+/// of the request it judged. A public route's tunnel is never given one.
+#[derive(Clone)]
+pub struct StreamControl(Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Watch>>>>);
+
+impl std::fmt::Debug for StreamControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamControl")
+    }
+}
+
+impl StreamControl {
+    /// A control, and where its tunnel waits for the watch (an error there: none was given).
+    pub fn new() -> (Self, tokio::sync::oneshot::Receiver<Watch>) {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        (Self(Arc::new(std::sync::Mutex::new(Some(sender)))), receiver)
+    }
+
+    pub(crate) fn give(&self, watch: Watch) {
+        let sender = self.0.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(sender) = sender {
+            // A tunnel that already ended does not need it.
+            let _ = sender.send(watch);
+        }
+    }
+}
