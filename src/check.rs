@@ -106,9 +106,6 @@ fn form_post_warnings(config: &Config, table: &RouteTable) -> Vec<String> {
 /// does not have yet. Each names the key and what the user will not get, so nobody relies on it.
 pub fn not_yet_acted_on(config: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if config.cache.redis_url.as_deref().is_some_and(|url| !url.is_empty()) {
-        out.push("cache.redis_url (decisions stay in this process: no cache shared across replicas)");
-    }
     if config.mirror.enabled {
         out.push("mirror.enabled (no membership mirror: every decision comes from the access check)");
     }

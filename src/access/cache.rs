@@ -12,7 +12,10 @@ use quick_cache::Equivalent;
 use tokio::sync::watch;
 
 use super::backend::AccessBackend;
-use super::store::DecisionStore;
+use super::store::{Claim, DecisionStore};
+
+/// How often a replica waiting on another's claim looks for its answer.
+const CLAIM_POLL: Duration = Duration::from_millis(20);
 use crate::metrics::{CacheCounters, Metrics};
 use crate::whop::{Access, WhopError};
 
@@ -236,6 +239,16 @@ impl AccessCache {
     /// already in flight still answer their waiters but do not cache; other users' fetches are
     /// not touched.
     pub fn invalidate_user(&self, user: &str) {
+        self.invalidate_local(user);
+        if let Some(store) = self.shared.clone() {
+            let user = user.to_owned();
+            self.runtime.spawn(async move { store.forget_user(&user).await });
+        }
+    }
+
+    /// [`AccessCache::invalidate_user`] in this process only: for an invalidation another
+    /// replica already made in the shared store.
+    pub fn invalidate_local(&self, user: &str) {
         {
             // Flagged first, removed second: a fetch that stores after this sees its flag.
             let inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
@@ -249,10 +262,12 @@ impl AccessCache {
         for index in 0..self.resources.len() {
             self.entries.remove(&KeyRef { user, resource: index_u16(index) });
         }
-        if let Some(store) = self.shared.clone() {
-            let user = user.to_owned();
-            self.runtime.spawn(async move { store.forget_user(&user).await });
-        }
+    }
+
+    /// Forgets every decision held in this process: after invalidations may have been missed
+    /// (a replica cut off from the others' announcements).
+    pub fn clear_local(&self) {
+        self.entries.clear();
     }
 
     /// Entries held (some may be past serving; they go as the cache evicts cold entries).
@@ -323,12 +338,17 @@ impl AccessCache {
     /// the store then keeps.
     async fn fetch(&self, user: &str, resource: &str) -> Result<Entry, WhopError> {
         if let Some(store) = &self.shared {
-            if let Some(stored) = store.get(user, resource).await {
-                let now = Instant::now();
-                if let Some(fetched_at) = now.checked_sub(stored.age) {
-                    let entry = self.entry_for(stored.access, fetched_at);
-                    // One due for refresh is what a refresh is replacing: ask the backend.
-                    if now < entry.refresh_from {
+            if let Some(entry) = self.stored_entry(store.as_ref(), user, resource).await {
+                return Ok(entry);
+            }
+            // Another replica asking Whop about the same key: its answer comes through the
+            // store, so wait for it a little (at most one backend call's time) before asking.
+            let hold = self.settings.whop_timeout + Duration::from_millis(500);
+            if store.claim(user, resource, hold).await == Claim::Theirs {
+                let deadline = Instant::now() + self.settings.whop_timeout;
+                while Instant::now() < deadline {
+                    tokio::time::sleep(CLAIM_POLL).await;
+                    if let Some(entry) = self.stored_entry(store.as_ref(), user, resource).await {
                         return Ok(entry);
                     }
                 }
@@ -340,6 +360,15 @@ impl AccessCache {
             store.put(user, resource, access, self.ttl(access)).await;
         }
         Ok(entry)
+    }
+
+    /// The store's decision about the key, as an entry aged from when its backend answered;
+    /// `None` when it has none, or one already due for refresh (what a refresh is replacing).
+    async fn stored_entry(&self, store: &dyn DecisionStore, user: &str, resource: &str) -> Option<Entry> {
+        let stored = store.get(user, resource).await?;
+        let now = Instant::now();
+        let entry = self.entry_for(stored.access, now.checked_sub(stored.age)?);
+        (now < entry.refresh_from).then_some(entry)
     }
 
     /// Stores what a fetch learned, unless its key was invalidated since it began.

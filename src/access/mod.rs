@@ -19,6 +19,7 @@ mod cache;
 mod check_access;
 mod members;
 mod membership_list;
+mod redis_store;
 pub mod scope;
 mod store;
 
@@ -27,4 +28,5 @@ pub use cache::{AccessCache, CacheSettings, Decision};
 pub use check_access::CheckAccess;
 pub use members::Members;
 pub use membership_list::MembershipList;
-pub use store::{DecisionStore, Found, Stored, Written};
+pub use redis_store::{Invalidation, RedisStore, RedisUrlError};
+pub use store::{Claim, Claimed, DecisionStore, Found, Stored, Written};

@@ -27,8 +27,27 @@ pub type Found<'a> = Pin<Box<dyn Future<Output = Option<Stored>> + Send + 'a>>;
 /// The future of a store write; a store that fails says so in its own logs and metrics.
 pub type Written<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
+/// Who is to ask the backend about a key no replica has decided yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This replica: ask, then [`DecisionStore::put`] the answer (which releases the claim).
+    Mine,
+    /// Another replica is asking now: wait a little for its answer in the store.
+    Theirs,
+}
+
+/// The future of [`DecisionStore::claim`].
+pub type Claimed<'a> = Pin<Box<dyn Future<Output = Claim> + Send + 'a>>;
+
 /// Decisions shared across replicas, under the in-process [`super::AccessCache`].
 pub trait DecisionStore: Send + Sync + std::fmt::Debug {
+    /// Claims the backend call for (`user`, `resource`) for at most `hold`, so that a cold key
+    /// asked on several replicas at once costs one call. A store that cannot tell says
+    /// [`Claim::Mine`]: every replica then asks, as without a store.
+    fn claim<'a>(&'a self, _user: &'a str, _resource: &'a str, _hold: Duration) -> Claimed<'a> {
+        Box::pin(std::future::ready(Claim::Mine))
+    }
+
     /// The decision about (`user`, `resource`) some replica stored, if it is still held.
     /// `None` when the store does not know or cannot answer.
     fn get<'a>(&'a self, user: &'a str, resource: &'a str) -> Found<'a>;

@@ -71,7 +71,7 @@ pub use stream_watch::{StreamControl, Watch};
 pub use user::MissingWhopUser;
 pub use user::WhopUser;
 
-use crate::access::{AccessCache, CacheSettings, backend_for};
+use crate::access::{AccessCache, CacheSettings, Invalidation, RedisStore, backend_for};
 use crate::config::{Config, SourceKind};
 use crate::endpoints::SignIn;
 use crate::identity::session::{SessionCodec, SessionSetupError};
@@ -100,6 +100,8 @@ pub enum GateError {
     Session(SessionSetupError),
     /// A [`GateBuilder`] description is not a valid config.
     Config(crate::config::ConfigErrors),
+    /// `cache.redis_url` cannot be used.
+    Redis(crate::access::RedisUrlError),
 }
 
 /// What the gate knows of the connection a request came on, handed to the judgement with the
@@ -121,6 +123,7 @@ impl std::fmt::Display for GateError {
             GateError::Unsupported(what) => write!(f, "{what} is not supported yet"),
             GateError::Session(e) => write!(f, "identity.session: {e}"),
             GateError::Config(e) => write!(f, "invalid gate description:\n{e}"),
+            GateError::Redis(e) => write!(f, "{e}"),
         }
     }
 }
@@ -205,7 +208,12 @@ impl Gate {
         };
         let webhook = crate::webhook::Receiver::new(&config.webhook, client.clone());
         let backend = backend_for(config.whop.access_api, client);
-        let access = AccessCache::new(backend, settings, resources, &metrics, runtime.clone());
+        let redis = match config.cache.redis_url.as_deref().filter(|url| !url.is_empty()) {
+            Some(url) => Some(RedisStore::start(url, metrics.clone(), &runtime).map_err(GateError::Redis)?),
+            None => None,
+        };
+        let shared = redis.clone().map(|store| store as Arc<dyn crate::access::DecisionStore>);
+        let access = AccessCache::with_store(backend, shared, settings, resources, &metrics, runtime.clone());
 
         let rules = routes
             .rules()
@@ -239,6 +247,9 @@ impl Gate {
             revocations: stream_watch::Revocations::new(),
             revalidate_streams: config.cache.revalidate_streams,
         });
+        if let Some(redis) = redis {
+            redis.on_invalidation(Box::new(ReplicaInvalidation(Arc::downgrade(&state))));
+        }
         runtime.spawn(update_gauges(Arc::downgrade(&state)));
         Ok(Gate { state })
     }
@@ -337,6 +348,26 @@ pub(crate) struct GateState {
     revocations: stream_watch::Revocations,
     /// `cache.revalidate_streams`.
     revalidate_streams: Duration,
+}
+
+/// What another replica's invalidation (through Redis) does here.
+struct ReplicaInvalidation(Weak<GateState>);
+
+impl Invalidation for ReplicaInvalidation {
+    fn user(&self, user: &str) {
+        if let Some(state) = self.0.upgrade() {
+            // The store is already rid of the user: only this process's copies go.
+            state.access.invalidate_local(user);
+            state.identifier.invalidate_user(user);
+            state.revocations.revoke(user);
+        }
+    }
+
+    fn everything(&self) {
+        if let Some(state) = self.0.upgrade() {
+            state.access.clear_local();
+        }
+    }
 }
 
 impl GateState {

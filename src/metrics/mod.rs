@@ -115,6 +115,14 @@ pub struct Metrics {
     /// `whopgate_streams_closed_total`: open streams (WebSocket, SSE, long responses) ended
     /// because a re-judgement no longer allowed them.
     pub streams_closed: IntCounter,
+    /// `whopgate_redis_up`: 1 while the shared store answers, 0 while it does not (or is not
+    /// configured).
+    pub redis_up: IntGauge,
+    /// `whopgate_redis_errors_total`: Redis commands that failed or timed out (each a miss).
+    pub redis_errors: IntCounter,
+    /// `whopgate_redis_reconnects_total`: subscriptions to the replicas' invalidations made
+    /// again after being lost.
+    pub redis_reconnects: IntCounter,
     /// `whopgate_forward_auth_total{front_end, decision}`
     forward_auth: IntCounterVec,
     upstream_requests: CounterFamily,
@@ -172,6 +180,21 @@ impl Metrics {
         )
         .map(|c| register(&registry, c))
         .unwrap_or_else(|e| unreachable_metric(e));
+        let redis_up = IntGauge::new("whopgate_redis_up", "1 while the shared Redis store answers, else 0.")
+            .map(|g| register(&registry, g))
+            .unwrap_or_else(|e| unreachable_metric(e));
+        let redis_errors = IntCounter::new(
+            "whopgate_redis_errors_total",
+            "Redis commands that failed or timed out (each one a miss: Whop is asked instead).",
+        )
+        .map(|c| register(&registry, c))
+        .unwrap_or_else(|e| unreachable_metric(e));
+        let redis_reconnects = IntCounter::new(
+            "whopgate_redis_reconnects_total",
+            "Subscriptions to the other replicas' invalidations made again after being lost.",
+        )
+        .map(|c| register(&registry, c))
+        .unwrap_or_else(|e| unreachable_metric(e));
         let forward_auth = counter_vec(
             &registry,
             "whopgate_forward_auth_total",
@@ -195,6 +218,9 @@ impl Metrics {
             cache_entries,
             webhooks,
             streams_closed,
+            redis_up,
+            redis_errors,
+            redis_reconnects,
             forward_auth,
             upstream_requests,
             upstream_by_status: (0..600).map(|_| OnceLock::new()).collect(),

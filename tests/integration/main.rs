@@ -13,6 +13,7 @@ mod forwarding;
 mod identity_sources;
 mod open_streams;
 mod paths;
+mod replicas;
 mod signin;
 mod streaming;
 mod tls;

@@ -3,6 +3,7 @@
 
 pub mod front;
 pub mod process;
+pub mod redis;
 pub mod upstream;
 
 pub use process::Whopgate;

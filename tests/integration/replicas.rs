@@ -1,0 +1,169 @@
+//! Several replicas behind a load balancer, sharing one real `redis-server`: an invalidation on
+//! one reaches the others, a cold key costs one Whop call, and Redis going away costs nothing
+//! but sharing, which comes back by itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use whopgate::mock::{EndpointKind, Fault, MembershipStatus, MockWhop};
+
+use crate::support::redis::Redis;
+use crate::support::{Upstream, Whopgate, gated_config, require_tool, state_with_customers};
+use crate::webhooks::{SECRET, event, now, standard};
+
+struct Replicas {
+    _up: Upstream,
+    mock: MockWhop,
+    a: Whopgate,
+    b: Whopgate,
+    client: reqwest::Client,
+}
+
+async fn replicas(redis: &Redis) -> Replicas {
+    let up = Upstream::start().await;
+    let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), state_with_customers(20)).unwrap();
+    let rest = format!(
+        "[cache]\nttl = \"1h\"\nnegative_ttl = \"1h\"\nredis_url = \"{}\"\n\n[webhook]\nsecret = \"{SECRET}\"\n\n[[route]]\npath = \"/\"\nrequire = [\"prod_mockproduct1\"]\nmode = \"api\"\n",
+        redis.url()
+    );
+    let config = gated_config(&up.url(), &mock, "", &rest);
+    let (a, b) = (Whopgate::start(&config), Whopgate::start(&config));
+    for gate in [&a, &b] {
+        assert!(gate.wait_for_log("Redis is reachable", Duration::from_secs(10)).is_some(), "{:?}", gate.logs());
+    }
+    Replicas { _up: up, mock, a, b, client: reqwest::Client::new() }
+}
+
+impl Replicas {
+    async fn status(&self, gate: &Whopgate, user: &str) -> u16 {
+        let token = self.mock.mint_token(user).unwrap();
+        match self.client.get(gate.url("/app")).header("x-whop-user-token", token).send().await {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    async fn revoke(&self, gate: &Whopgate, user: &str, membership: &str) {
+        self.mock.set_membership_status(membership, MembershipStatus::Expired).unwrap();
+        let body = event("membership.deactivated", json!({"id": membership, "user": {"id": user}}));
+        let mut request = self.client.post(gate.url("/.whopgate/webhook")).body(body.clone());
+        for (name, value) in standard(SECRET.as_bytes(), &format!("msg_{user}_{}", now()), now(), &body) {
+            request = request.header(name, value);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 200);
+    }
+
+    /// How long until `gate` refuses `user`, polling every 20 ms, up to `limit`.
+    async fn refused_within(&self, gate: &Whopgate, user: &str, limit: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if self.status(gate, user).await == 403 {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    async fn metric(&self, gate: &Whopgate, name: &str) -> f64 {
+        let text = self.client.get(gate.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_to_one_replica_revokes_on_the_other_within_a_second() {
+    if !require_tool("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let r = replicas(&redis).await;
+    assert_eq!(r.status(&r.b, "user_load0001").await, 200, "cached on b");
+    r.revoke(&r.a, "user_load0001", "mem_load00000001").await;
+    let took = r.refused_within(&r.b, "user_load0001", Duration::from_secs(1)).await;
+    assert!(took.is_some(), "b still let the user in a second after a's webhook");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_key_asked_on_both_replicas_at_once_costs_one_whop_call() {
+    if !require_tool("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let r = replicas(&redis).await;
+    // Slow enough that both replicas are asking at the same time.
+    r.mock.set_fault(EndpointKind::Access, Fault::latency(Duration::from_millis(300)));
+    r.mock.reset_calls();
+    let (on_a, on_b) = tokio::join!(r.status(&r.a, "user_load0002"), r.status(&r.b, "user_load0002"));
+    assert_eq!((on_a, on_b), (200, 200));
+    assert_eq!(r.mock.calls(EndpointKind::Access), 1, "both replicas asked Whop");
+    // And the other replica serves it from the store afterwards too: no call.
+    assert_eq!(r.status(&r.b, "user_load0002").await, 200);
+    assert_eq!(r.mock.calls(EndpointKind::Access), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_under_load_fails_no_request_and_sharing_comes_back() {
+    if !require_tool("redis-server") {
+        return;
+    }
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let r = Arc::new(replicas(&redis).await);
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for worker in 0..4 {
+        let (r, failures, done, stop) = (r.clone(), failures.clone(), done.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                // Customers 10..19, some warm, some cold (each replica asks Whop itself then).
+                let user = format!("user_load{:04}", 10 + (worker * 3 + i) % 10);
+                let gate = if i % 2 == 0 { &r.a } else { &r.b };
+                if r.status(gate, &user).await != 200 {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert!(done.load(Ordering::Relaxed) > 100, "too little load: {}", done.load(Ordering::Relaxed));
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "requests that would have succeeded without Redis failed");
+    for gate in [&r.a, &r.b] {
+        assert_eq!(r.metric(gate, "whopgate_redis_up").await, 0.0);
+        assert!(r.metric(gate, "whopgate_redis_errors_total").await >= 1.0);
+        let warnings = gate.logs().iter().filter(|l| l.contains("Redis is unreachable")).count();
+        assert_eq!(warnings, 1, "one warning per outage, not per request");
+    }
+
+    // Redis back where it was: the replicas find it again by themselves.
+    let _redis = Redis::start_on(port);
+    let started = Instant::now();
+    while r.metric(&r.a, "whopgate_redis_reconnects_total").await < 1.0
+        || r.metric(&r.b, "whopgate_redis_reconnects_total").await < 1.0
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "the replicas did not resubscribe");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(r.status(&r.b, "user_load0003").await, 200);
+    r.revoke(&r.a, "user_load0003", "mem_load00000003").await;
+    assert!(
+        r.refused_within(&r.b, "user_load0003", Duration::from_secs(1)).await.is_some(),
+        "fan-out did not resume after Redis came back"
+    );
+}
