@@ -162,6 +162,18 @@ impl RedisStore {
         }
     }
 
+    /// Whether any replica applied the webhook delivery `id` (`None`: Redis cannot say).
+    pub async fn delivery_seen(&self, id: &str) -> Option<bool> {
+        self.run::<bool>(redis::cmd("EXISTS").arg(format!("whopgate:webhook:{id}"))).await
+    }
+
+    /// Remembers that the delivery `id` was applied, for `for_how_long`, for every replica.
+    pub async fn remember_delivery(&self, id: &str, for_how_long: Duration) {
+        let secs = for_how_long.as_secs().max(1);
+        let _: Option<()> =
+            self.run(redis::cmd("SET").arg(format!("whopgate:webhook:{id}")).arg(1).arg("EX").arg(secs)).await;
+    }
+
     fn user_key(user: &str) -> String {
         format!("whopgate:user:{user}")
     }

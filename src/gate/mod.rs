@@ -206,13 +206,13 @@ impl Gate {
             max_entries: config.cache.max_entries,
             whop_timeout: config.whop.timeout,
         };
-        let webhook = crate::webhook::Receiver::new(&config.webhook, client.clone());
-        let backend = backend_for(config.whop.access_api, client);
+        let backend = backend_for(config.whop.access_api, client.clone());
         let redis = match config.cache.redis_url.as_deref().filter(|url| !url.is_empty()) {
             Some(url) => Some(RedisStore::start(url, metrics.clone(), &runtime).map_err(GateError::Redis)?),
             None => None,
         };
         let shared = redis.clone().map(|store| store as Arc<dyn crate::access::DecisionStore>);
+        let webhook = crate::webhook::Receiver::new(&config.webhook, client.clone(), redis.clone());
         let access = AccessCache::with_store(backend, shared, settings, resources, &metrics, runtime.clone());
 
         let rules = routes

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 
+use crate::access::RedisStore;
 use crate::config::WebhookConfig;
 use crate::whop::{WhopClient, WhopError};
 use event::Event;
@@ -78,12 +79,14 @@ impl Outcome {
 pub struct Receiver {
     secrets: Secrets,
     seen: moka::sync::Cache<String, ()>,
+    /// With several replicas, the deliveries any of them applied.
+    shared: Option<Arc<RedisStore>>,
     whop: Arc<WhopClient>,
 }
 
 impl Receiver {
     /// A receiver for `config`'s secrets; `None` when neither is set (the endpoint is then 404).
-    pub fn new(config: &WebhookConfig, whop: Arc<WhopClient>) -> Option<Self> {
+    pub fn new(config: &WebhookConfig, whop: Arc<WhopClient>, shared: Option<Arc<RedisStore>>) -> Option<Self> {
         let bytes = |s: &crate::config::Secret| s.expose().as_bytes().to_vec();
         let secrets =
             Secrets { standard: config.secret.as_ref().map(bytes), legacy: config.legacy_secret.as_ref().map(bytes) };
@@ -91,7 +94,7 @@ impl Receiver {
             return None;
         }
         let seen = moka::sync::Cache::builder().max_capacity(REMEMBERED).time_to_live(REMEMBER_FOR).build();
-        Some(Self { secrets, seen, whop })
+        Some(Self { secrets, seen, shared, whop })
     }
 
     /// What `body` (with `headers`) comes to. The caller forgets [`Outcome::Applied`]'s user.
@@ -103,6 +106,13 @@ impl Receiver {
         };
         if self.seen.contains_key(&verified.id) {
             return Outcome::Replayed;
+        }
+        // Whop may deliver the same event to another replica; Redis unreachable is not a replay.
+        if let Some(shared) = &self.shared {
+            if shared.delivery_seen(&verified.id).await == Some(true) {
+                self.seen.insert(verified.id, ());
+                return Outcome::Replayed;
+            }
         }
         let outcome = match event::parse(body) {
             Err(event::Malformed(why)) => return Outcome::Malformed(why),
@@ -127,6 +137,9 @@ impl Receiver {
             }
         };
         // Remembered only once done: a delivery that failed may come again and be applied then.
+        if let Some(shared) = &self.shared {
+            shared.remember_delivery(&verified.id, REMEMBER_FOR).await;
+        }
         self.seen.insert(verified.id, ());
         outcome
     }

@@ -90,6 +90,28 @@ async fn a_webhook_to_one_replica_revokes_on_the_other_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_applied_by_one_replica_is_a_replay_on_the_other() {
+    if !require_tool("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let r = replicas(&redis).await;
+    let body = event("membership.updated", json!({"id": "mem_load00000004", "user": {"id": "user_load0004"}}));
+    let headers = standard(SECRET.as_bytes(), "msg_shared_replay", now(), &body);
+    let mut answers = Vec::new();
+    for gate in [&r.a, &r.b] {
+        let mut request = r.client.post(gate.url("/.whopgate/webhook")).body(body.clone());
+        for (name, value) in &headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let response = request.send().await.unwrap();
+        answers.push((response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap()));
+    }
+    assert_eq!(answers[0], (200, json!({"result": "applied"})));
+    assert_eq!(answers[1], (200, json!({"result": "replayed"})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_key_asked_on_both_replicas_at_once_costs_one_whop_call() {
     if !require_tool("redis-server") {
         return;
