@@ -168,7 +168,8 @@ def mint(mock, users):
     return tokens
 
 
-def gate_config(path, listen, admin, upstream, mock):
+def gate_config(path, listen, admin, upstream, mock, redis=None):
+    redis_url = f'redis_url = "redis://{redis}"' if redis else ""
     with open(path, "w") as f:
         f.write(f"""listen = "{listen}"
 upstream = "http://{upstream}"
@@ -187,6 +188,7 @@ rate_limit_per_minute = 60000
 ttl = "1h"
 negative_ttl = "1h"
 max_entries = 1000000
+{redis_url}
 
 [[route]]
 path = "/public"
@@ -239,7 +241,7 @@ def main():
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--users", type=int, default=10000, help="distinct users of row (f)")
-    parser.add_argument("--only", default="abcdefghi", help="rows to run, e.g. 'bde'")
+    parser.add_argument("--only", default="abcdefghij", help="rows to run, e.g. 'bde'")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -294,6 +296,20 @@ def main():
         start_gate(procs, config, env)
         wait_http(f"http://{gate_admin}/readyz", want=200)
 
+        # Row (j): (e) on a gate whose decisions are shared through Redis (the warm path must
+        # not touch it).
+        gate_j = None
+        if "j" in args.only:
+            redis = f"127.0.0.1:{free_port()}"
+            procs.start(["redis-server", "--port", redis.split(":")[1], "--bind", "127.0.0.1", "--save", "",
+                         "--appendonly", "no"])
+            j_port, j_admin = free_port(), f"127.0.0.1:{free_port()}"
+            j_config = os.path.join(tmp, "whopgate-redis.toml")
+            gate_config(j_config, f"127.0.0.1:{j_port}", j_admin, upstream, mock, redis=redis)
+            start_gate(procs, j_config, env)
+            wait_http(f"http://{j_admin}/readyz", want=200)
+            gate_j = f"http://127.0.0.1:{j_port}"
+
         axum_port = free_port()
         axum_config = os.path.join(tmp, "axum.toml")
         gate_config(axum_config, f"127.0.0.1:{axum_port}", f"127.0.0.1:{free_port()}", upstream, mock)
@@ -343,6 +359,7 @@ def main():
             # Not a target: (d) without the token-sized header, so (h) - (d) is what those bytes
             # cost (they travel on to the upstream, which parses them too).
             "h": ("whopgate, public route, bare request", f"{gate}/public", {}),
+            "j": ("whopgate, gated, 1 user, warm, redis_url set", f"{gate_j}/app", {"headers": [token_header]}),
         }
         rows = {k: v for k, v in rows.items() if k in args.only}
 
@@ -432,6 +449,10 @@ def main():
             diff = 1 - ratio("e", "d")
             checks.append(("(d) - (e) within 5 %", abs(diff) <= 0.05,
                            f"{diff * 100:+.1f} %, (e)/(d) {ratio('e', 'd'):.2f}{spread('e', 'd')}"))
+        if {"e", "j"} <= med.keys():
+            diff = 1 - ratio("j", "e")
+            checks.append(("(j), Redis on, within 5 % of (e)", abs(diff) <= 0.05,
+                           f"{diff * 100:+.1f} %, (j)/(e) {ratio('j', 'e'):.2f}{spread('j', 'e')}"))
         mib = float(re.search(r"growth_mib=([\d.]+)", mem).group(1))
         checks.append(("1 000 000 decisions <= 200 MiB", mib <= 200, f"{mib:.0f} MiB"))
         checks.append(("ready <= 100 ms", cold <= 0.1, f"{cold * 1000:.0f} ms"))

@@ -49,6 +49,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=8, help="counted load (default 8)")
     parser.add_argument("--top", type=int, default=25, help="functions to list (default 25)")
     parser.add_argument("--path", default="/app", help="request path: /app is gated, /public is not")
+    parser.add_argument("--redis", action="store_true", help="share decisions through a redis-server (cache.redis_url)")
     args = parser.parse_args()
 
     procs = bench.Procs()
@@ -70,7 +71,13 @@ def main():
 
         port, admin = bench.free_port(), f"127.0.0.1:{bench.free_port()}"
         config = os.path.join(tmp, "whopgate.toml")
-        bench.gate_config(config, f"127.0.0.1:{port}", admin, upstream, mock)
+        redis = None
+        if args.redis:
+            redis = f"127.0.0.1:{bench.free_port()}"
+            procs.start(["redis-server", "--port", redis.split(":")[1], "--bind", "127.0.0.1", "--save", "",
+                         "--appendonly", "no"])
+            time.sleep(0.5)
+        bench.gate_config(config, f"127.0.0.1:{port}", admin, upstream, mock, redis=redis)
         out = os.path.join(tmp, "callgrind.out")
         gate = procs.start(
             ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--compress-strings=no",
