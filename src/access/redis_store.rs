@@ -8,6 +8,9 @@
 //!   subscribes and forgets the user in its own process.
 //! - A cold key is claimed with `SET whopgate:claim:{user}:{resource} NX PX`, so replicas asked
 //!   about it at once make one Whop call.
+//! - It is also the [`SharedBudget`]: one sliding window per Whop endpoint
+//!   (`whopgate:budget:{endpoint}`, on Redis's clock) and the pause after a 429
+//!   (`whopgate:pause:{endpoint}`), so the replicas together stay within Whop's limits.
 //!
 //! Redis is never on the warm path and never needed: every command has a short deadline, and a
 //! failure is a miss (the replica asks Whop itself). An outage is logged once, when it starts,
@@ -24,7 +27,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::store::{Claim, Claimed, DecisionStore, Found, Stored, Written};
 use crate::metrics::Metrics;
-use crate::whop::Access;
+use crate::whop::{Access, Paused, SharedBudget, SharedTake, Taken};
 
 /// Longest any Redis command may take before it counts as a failure (a miss).
 const COMMAND_DEADLINE: Duration = Duration::from_millis(150);
@@ -271,6 +274,71 @@ impl DecisionStore for RedisStore {
                 Some(None) => Claim::Theirs,
                 // Set, or Redis cannot say: ask.
                 Some(Some(_)) | None => Claim::Mine,
+            }
+        })
+    }
+}
+
+/// The shared sliding window, in one step on Redis's own clock (replicas' clocks differ):
+/// a pause in force answers `{2, ms left}`; a spent window `{1, ms until its oldest call
+/// leaves}`; else the call is counted and `{0, 0}`.
+const BUDGET_SCRIPT: &str = r"
+local pause = redis.call('PTTL', KEYS[2])
+if pause > 0 then return {2, pause} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {1, math.max(1, tonumber(oldest[2]) + window - now)}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window)
+return {0, 0}
+";
+
+impl SharedBudget for RedisStore {
+    fn take<'a>(&'a self, endpoint: &'static str, limit: usize, window: Duration) -> Taken<'a> {
+        Box::pin(async move {
+            let Some(mut conn) = self.connection() else { return SharedTake::Unavailable };
+            let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+            let member = format!("{}:{:016x}", self.replica, rand::random::<u64>());
+            // EVAL rather than a cached script: this runs only where a Whop call is about to.
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(BUDGET_SCRIPT).arg(2).arg(format!("whopgate:budget:{endpoint}"));
+            eval.arg(format!("whopgate:pause:{endpoint}")).arg(window_ms).arg(limit).arg(member);
+            match tokio::time::timeout(COMMAND_DEADLINE, eval.query_async::<Vec<i64>>(&mut conn)).await {
+                Ok(Ok(answer)) => {
+                    self.healthy();
+                    let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+                    match answer.as_slice() {
+                        [0, _] => SharedTake::Granted,
+                        [1, left] => SharedTake::Exhausted(ms(*left)),
+                        [2, left] => SharedTake::Paused(ms(*left)),
+                        _ => SharedTake::Unavailable,
+                    }
+                }
+                Ok(Err(error)) => {
+                    self.failed(&error.to_string());
+                    SharedTake::Unavailable
+                }
+                Err(_) => {
+                    self.failed("no answer in time");
+                    SharedTake::Unavailable
+                }
+            }
+        })
+    }
+
+    fn pause<'a>(&'a self, endpoint: &'static str, duration: Duration) -> Paused<'a> {
+        Box::pin(async move {
+            let key = format!("whopgate:pause:{endpoint}");
+            let ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX).max(1);
+            let left: Option<i64> = self.run(redis::cmd("PTTL").arg(&key)).await;
+            // Never shortens a longer pause another replica was told.
+            if left.is_some_and(|left| left < ms) {
+                let _: Option<()> = self.run(redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(ms)).await;
             }
         })
     }

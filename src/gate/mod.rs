@@ -211,6 +211,9 @@ impl Gate {
             Some(url) => Some(RedisStore::start(url, metrics.clone(), &runtime).map_err(GateError::Redis)?),
             None => None,
         };
+        if let Some(redis) = &redis {
+            client.share_budget(redis.clone());
+        }
         let shared = redis.clone().map(|store| store as Arc<dyn crate::access::DecisionStore>);
         let webhook = crate::webhook::Receiver::new(&config.webhook, client.clone(), redis.clone());
         let access = AccessCache::with_store(backend, shared, settings, resources, &metrics, runtime.clone());

@@ -2,6 +2,8 @@
 //! for v1, ten seconds for the legacy lists), and a pause after a 429 for as long as Whop asked.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -62,12 +64,49 @@ impl CallBudget {
         Ok(())
     }
 
+    /// At most this many calls...
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// ...in any window this long.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
     /// No calls for `duration` (Whop said so).
     pub fn pause(&self, duration: Duration) {
         let until = Instant::now() + duration;
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.paused_until = Some(state.paused_until.map_or(until, |u| u.max(until)));
     }
+}
+
+/// What a [`SharedBudget`] says to one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedTake {
+    /// Go ahead.
+    Granted,
+    /// The replicas together have spent the budget; this much until the oldest call leaves it.
+    Exhausted(Duration),
+    /// A replica was told by Whop (429) to pause this much longer.
+    Paused(Duration),
+    /// The shared budget cannot be asked (Redis down): the replica's own budget decides.
+    Unavailable,
+}
+
+/// The future of [`SharedBudget::take`].
+pub type Taken<'a> = Pin<Box<dyn Future<Output = SharedTake> + Send + 'a>>;
+/// The future of [`SharedBudget::pause`].
+pub type Paused<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// A rate budget every replica draws on (Redis), asked after the replica's own
+/// [`CallBudget`], which stays as its cap: Whop's limits are per key, not per replica.
+pub trait SharedBudget: Send + Sync + std::fmt::Debug {
+    /// One call to `endpoint`, if fewer than `limit` were made by all replicas in `window`.
+    fn take<'a>(&'a self, endpoint: &'static str, limit: usize, window: Duration) -> Taken<'a>;
+    /// No replica calls `endpoint` for `duration`.
+    fn pause<'a>(&'a self, endpoint: &'static str, duration: Duration) -> Paused<'a>;
 }
 
 #[cfg(test)]

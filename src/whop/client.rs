@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 
-use super::budget::CallBudget;
+use super::budget::{CallBudget, SharedBudget, SharedTake};
 use super::error::WhopError;
 use super::types::{Access, AccessResponse, ErrorBody, Membership};
 use crate::config::WhopConfig;
@@ -83,6 +83,8 @@ pub struct WhopClient {
     headers: Option<HeaderMap>,
     timeout: Duration,
     budgets: [CallBudget; Endpoint::ALL.len()],
+    /// With several replicas, the budgets they share.
+    shared_budget: std::sync::OnceLock<Arc<dyn SharedBudget>>,
     metrics: Arc<Metrics>,
 }
 
@@ -106,8 +108,15 @@ impl WhopClient {
             headers,
             timeout: config.timeout,
             budgets: Endpoint::ALL.map(|e| e.budget(config.rate_limit_per_minute)),
+            shared_budget: std::sync::OnceLock::new(),
             metrics,
         }
+    }
+
+    /// Draws on `shared` too (after this client's own budgets): the replicas' calls together
+    /// stay within Whop's limits. Set once.
+    pub fn share_budget(&self, shared: Arc<dyn SharedBudget>) {
+        let _ = self.shared_budget.set(shared);
     }
 
     /// A reqwest client suited to the Whop API (rustls, pooled, HTTP/2 when offered).
@@ -160,6 +169,13 @@ impl WhopClient {
         let mut retried = false;
         loop {
             budget.take()?;
+            if let Some(shared) = self.shared_budget.get() {
+                match shared.take(endpoint.as_str(), budget.limit(), budget.window()).await {
+                    SharedTake::Granted | SharedTake::Unavailable => {}
+                    SharedTake::Exhausted(retry_after) => return Err(WhopError::BudgetExhausted { retry_after }),
+                    SharedTake::Paused(retry_after) => return Err(WhopError::Paused { retry_after }),
+                }
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(WhopError::Timeout);
@@ -178,6 +194,9 @@ impl WhopClient {
                     if let WhopError::RateLimited { retry_after } = &mut error {
                         *retry_after = (*retry_after).max(endpoint.least_pause());
                         budget.pause(*retry_after);
+                        if let Some(shared) = self.shared_budget.get() {
+                            shared.pause(endpoint.as_str(), *retry_after).await;
+                        }
                     }
                     if !matches!(error, WhopError::NotFound) {
                         tracing::warn!(endpoint = endpoint.as_str(), error = %error, "Whop API call failed");

@@ -15,7 +15,7 @@ mod members;
 mod membership_lists;
 mod types;
 
-pub use budget::CallBudget;
+pub use budget::{CallBudget, Paused, SharedBudget, SharedTake, Taken};
 pub use client::{Endpoint, WhopClient};
 pub use error::WhopError;
 pub use members::Member;

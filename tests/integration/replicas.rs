@@ -22,13 +22,18 @@ struct Replicas {
 }
 
 async fn replicas(redis: &Redis) -> Replicas {
+    replicas_with(redis, "").await
+}
+
+/// Two replicas; `whop_extra` goes into their `[whop]` table.
+async fn replicas_with(redis: &Redis, whop_extra: &str) -> Replicas {
     let up = Upstream::start().await;
     let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), state_with_customers(20)).unwrap();
     let rest = format!(
         "[cache]\nttl = \"1h\"\nnegative_ttl = \"1h\"\nredis_url = \"{}\"\n\n[webhook]\nsecret = \"{SECRET}\"\n\n[[route]]\npath = \"/\"\nrequire = [\"prod_mockproduct1\"]\nmode = \"api\"\n",
         redis.url()
     );
-    let config = gated_config(&up.url(), &mock, "", &rest);
+    let config = gated_config(&up.url(), &mock, whop_extra, &rest);
     let (a, b) = (Whopgate::start(&config), Whopgate::start(&config));
     for gate in [&a, &b] {
         assert!(gate.wait_for_log("Redis is reachable", Duration::from_secs(10)).is_some(), "{:?}", gate.logs());
@@ -109,6 +114,27 @@ async fn a_delivery_applied_by_one_replica_is_a_replay_on_the_other() {
     }
     assert_eq!(answers[0], (200, json!({"result": "applied"})));
     assert_eq!(answers[1], (200, json!({"result": "replayed"})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replicas_share_one_whop_rate_budget() {
+    if !require_tool("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let r = replicas_with(&redis, "rate_limit_per_minute = 10").await;
+    r.mock.reset_calls();
+    // Twenty cold users, alternately on each replica: each replica alone would allow ten calls
+    // a minute, twenty in all; together they may make ten.
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let gate = if i % 2 == 0 { &r.a } else { &r.b };
+        statuses.push(r.status(gate, &format!("user_load{:04}", i)).await);
+    }
+    assert_eq!(r.mock.calls(EndpointKind::Access), 10, "statuses {statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 10, "{statuses:?}");
+    // The rest were refused for the budget, not let in: 503 with Retry-After.
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
