@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use whopgate::mock::{MembershipStatus, MockState, MockWhop};
 
 use crate::support::{Upstream, Whopgate, gated_config};
-use crate::webhooks::{SECRET, event, now, standard};
+use crate::webhooks::{SECRET, deliver_signed, event, now};
 
 async fn setup(cache: &str) -> (Upstream, MockWhop, Whopgate) {
     let up = Upstream::start().await;
@@ -27,12 +27,8 @@ async fn setup(cache: &str) -> (Upstream, MockWhop, Whopgate) {
 async fn revoke_alice(mock: &MockWhop, gate: &Whopgate) -> Instant {
     mock.set_membership_status("mem_alice00000001", MembershipStatus::Expired).unwrap();
     let body = event("membership.deactivated", json!({"id": "mem_alice00000001", "user": {"id": "user_alice"}}));
-    let mut request = reqwest::Client::new().post(gate.url("/.whopgate/webhook")).body(body.clone());
-    for (name, value) in standard(SECRET.as_bytes(), &format!("msg_{}", now()), now(), &body) {
-        request = request.header(name, value);
-    }
     let sent = Instant::now();
-    assert_eq!(request.send().await.unwrap().status(), 200);
+    assert_eq!(deliver_signed(gate, &format!("msg_{}", now()), &body).await.status(), 200);
     sent
 }
 
@@ -138,11 +134,7 @@ async fn a_webhook_for_another_user_leaves_the_stream_alone() {
     let (_up, mock, gate) = setup("ttl = \"1h\"\nrevalidate_streams = \"1h\"").await;
     let mut stream = open_sse(&mock, &gate).await;
     let body = event("membership.deactivated", json!({"id": "mem_dave000000001", "user": {"id": "user_dave"}}));
-    let mut request = reqwest::Client::new().post(gate.url("/.whopgate/webhook")).body(body.clone());
-    for (name, value) in standard(SECRET.as_bytes(), "msg_dave", now(), &body) {
-        request = request.header(name, value);
-    }
-    assert_eq!(request.send().await.unwrap().status(), 200);
+    assert_eq!(deliver_signed(&gate, "msg_dave", &body).await.status(), 200);
     // Alice's stream keeps flowing for the next second.
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {

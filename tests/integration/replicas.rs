@@ -11,7 +11,7 @@ use whopgate::mock::{EndpointKind, Fault, MembershipStatus, MockWhop};
 
 use crate::support::redis::Redis;
 use crate::support::{Upstream, Whopgate, gated_config, require_tool, state_with_customers};
-use crate::webhooks::{SECRET, event, now, standard};
+use crate::webhooks::{SECRET, deliver_signed, event, now};
 
 struct Replicas {
     _up: Upstream,
@@ -53,11 +53,7 @@ impl Replicas {
     async fn revoke(&self, gate: &Whopgate, user: &str, membership: &str) {
         self.mock.set_membership_status(membership, MembershipStatus::Expired).unwrap();
         let body = event("membership.deactivated", json!({"id": membership, "user": {"id": user}}));
-        let mut request = self.client.post(gate.url("/.whopgate/webhook")).body(body.clone());
-        for (name, value) in standard(SECRET.as_bytes(), &format!("msg_{user}_{}", now()), now(), &body) {
-            request = request.header(name, value);
-        }
-        assert_eq!(request.send().await.unwrap().status(), 200);
+        assert_eq!(deliver_signed(gate, &format!("msg_{user}_{}", now()), &body).await.status(), 200);
     }
 
     /// How long until `gate` refuses `user`, polling every 20 ms, up to `limit`.
@@ -102,14 +98,9 @@ async fn a_delivery_applied_by_one_replica_is_a_replay_on_the_other() {
     let redis = Redis::start();
     let r = replicas(&redis).await;
     let body = event("membership.updated", json!({"id": "mem_load00000004", "user": {"id": "user_load0004"}}));
-    let headers = standard(SECRET.as_bytes(), "msg_shared_replay", now(), &body);
     let mut answers = Vec::new();
     for gate in [&r.a, &r.b] {
-        let mut request = r.client.post(gate.url("/.whopgate/webhook")).body(body.clone());
-        for (name, value) in &headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let response = request.send().await.unwrap();
+        let response = deliver_signed(gate, "msg_shared_replay", &body).await;
         answers.push((response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap()));
     }
     assert_eq!(answers[0], (200, json!({"result": "applied"})));

@@ -56,6 +56,15 @@ pub(crate) fn standard(key: &[u8], id: &str, timestamp: i64, body: &str) -> Vec<
     ]
 }
 
+/// POSTs `body` to `gate`'s webhook endpoint, signed with [`SECRET`] as delivery `id`.
+pub(crate) async fn deliver_signed(gate: &Whopgate, id: &str, body: &str) -> reqwest::Response {
+    let mut request = reqwest::Client::new().post(gate.url("/.whopgate/webhook")).body(body.to_owned());
+    for (name, value) in standard(SECRET.as_bytes(), id, now(), body) {
+        request = request.header(name, value);
+    }
+    request.send().await.unwrap()
+}
+
 fn legacy(key: &[u8], timestamp: i64, body: &str) -> Vec<(String, String)> {
     let tag = hmac_sha256(key, format!("{timestamp}.{body}").as_bytes());
     let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
