@@ -62,14 +62,21 @@ async fn wait_for_end(response: &mut reqwest::Response, limit: Duration) -> Inst
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sse_stream_ends_within_a_second_of_the_revoking_webhook() {
-    let (_up, mock, gate) = setup("ttl = \"1h\"\nrevalidate_streams = \"1h\"").await;
+    let (up, mock, gate) = setup("ttl = \"1h\"\nrevalidate_streams = \"1h\"").await;
     let mut stream = open_sse(&mock, &gate).await;
     // Still flowing: events keep coming while access holds.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(stream.chunk().await.unwrap().is_some());
+    assert_eq!(up.open_connections(), 1, "the stream's connection to the app");
     let sent = revoke_alice(&mock, &gate).await;
     let ended = wait_for_end(&mut stream, Duration::from_secs(3)).await;
     assert!(ended - sent < Duration::from_secs(1), "ended {:?} after the webhook", ended - sent);
+    // The gate let go of the app's side too: the app's next write finds it closed.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while up.open_connections() > 0 {
+        assert!(Instant::now() < deadline, "the upstream connection was still open a second after the stream ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // A new request is refused, and the gate says what it closed.
     let again = reqwest::Client::new()
         .get(gate.url("/sse?n=1"))

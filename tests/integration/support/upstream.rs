@@ -49,6 +49,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// HTTP connections being served now (an upgraded one counts until its upgrade).
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -66,14 +68,17 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let up = Upstream { addr, seen: seen.clone(), connections: connections.clone() };
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let up = Upstream { addr, seen: seen.clone(), connections: connections.clone(), open: open.clone() };
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let seen = seen.clone();
+                let open = open.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| handle(req, seen.clone()));
                     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -81,6 +86,7 @@ impl Upstream {
                         builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle);
                     }
                     let _ = builder.serve_connection(TokioIo::new(stream), service).with_upgrades().await;
+                    open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
         });
@@ -100,6 +106,11 @@ impl Upstream {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// HTTP connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The last request seen.
