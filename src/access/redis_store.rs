@@ -115,7 +115,18 @@ impl RedisStore {
     /// Runs `command` with the deadline; a failure or a timeout is `None`, and counted.
     async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Option<T> {
         let mut conn = self.connection()?;
-        match tokio::time::timeout(COMMAND_DEADLINE, command.query_async::<T>(&mut conn)).await {
+        self.settle(tokio::time::timeout(COMMAND_DEADLINE, command.query_async::<T>(&mut conn)).await)
+    }
+
+    /// Runs `pipe` with the deadline; whether it went through.
+    async fn run_pipe(&self, pipe: &redis::Pipeline) -> bool {
+        let Some(mut conn) = self.connection() else { return false };
+        self.settle(tokio::time::timeout(COMMAND_DEADLINE, pipe.query_async::<()>(&mut conn)).await).is_some()
+    }
+
+    /// What a command came to, with the store's health updated from it.
+    fn settle<T>(&self, outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>) -> Option<T> {
+        match outcome {
             Ok(Ok(value)) => {
                 self.healthy();
                 Some(value)
@@ -127,25 +138,6 @@ impl RedisStore {
             Err(_) => {
                 self.failed("no answer in time");
                 None
-            }
-        }
-    }
-
-    /// Runs `pipe` with the deadline; whether it went through.
-    async fn run_pipe(&self, pipe: &redis::Pipeline) -> bool {
-        let Some(mut conn) = self.connection() else { return false };
-        match tokio::time::timeout(COMMAND_DEADLINE, pipe.query_async::<()>(&mut conn)).await {
-            Ok(Ok(())) => {
-                self.healthy();
-                true
-            }
-            Ok(Err(error)) => {
-                self.failed(&error.to_string());
-                false
-            }
-            Err(_) => {
-                self.failed("no answer in time");
-                false
             }
         }
     }
@@ -301,32 +293,18 @@ return {0, 0}
 impl SharedBudget for RedisStore {
     fn take<'a>(&'a self, endpoint: &'static str, limit: usize, window: Duration) -> Taken<'a> {
         Box::pin(async move {
-            let Some(mut conn) = self.connection() else { return SharedTake::Unavailable };
             let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
             let member = format!("{}:{:016x}", self.replica, rand::random::<u64>());
             // EVAL rather than a cached script: this runs only where a Whop call is about to.
             let mut eval = redis::cmd("EVAL");
             eval.arg(BUDGET_SCRIPT).arg(2).arg(format!("whopgate:budget:{endpoint}"));
             eval.arg(format!("whopgate:pause:{endpoint}")).arg(window_ms).arg(limit).arg(member);
-            match tokio::time::timeout(COMMAND_DEADLINE, eval.query_async::<Vec<i64>>(&mut conn)).await {
-                Ok(Ok(answer)) => {
-                    self.healthy();
-                    let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
-                    match answer.as_slice() {
-                        [0, _] => SharedTake::Granted,
-                        [1, left] => SharedTake::Exhausted(ms(*left)),
-                        [2, left] => SharedTake::Paused(ms(*left)),
-                        _ => SharedTake::Unavailable,
-                    }
-                }
-                Ok(Err(error)) => {
-                    self.failed(&error.to_string());
-                    SharedTake::Unavailable
-                }
-                Err(_) => {
-                    self.failed("no answer in time");
-                    SharedTake::Unavailable
-                }
+            let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+            match self.run::<Vec<i64>>(&eval).await.as_deref() {
+                Some([0, _]) => SharedTake::Granted,
+                Some([1, left]) => SharedTake::Exhausted(ms(*left)),
+                Some([2, left]) => SharedTake::Paused(ms(*left)),
+                _ => SharedTake::Unavailable,
             }
         })
     }
