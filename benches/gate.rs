@@ -17,8 +17,8 @@ use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body_util::Empty;
 use tower::{Layer, Service, ServiceExt, service_fn};
-use whopgate::mock::{MockState, MockWhop, TokenOptions};
 use whopgate::{Config, Gate};
+use whopgate_mock::{MockState, MockWhop, TokenOptions};
 
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");

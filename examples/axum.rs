@@ -9,8 +9,8 @@
 
 use axum::Router;
 use axum::routing::get;
-use whopgate::mock::{MockState, MockWhop};
 use whopgate::{Config, Gate, WhopUser};
+use whopgate_mock::{MockState, MockWhop};
 
 /// A handler behind the gate: it only runs for users with access, and knows who they are.
 async fn dashboard(user: WhopUser) -> String {

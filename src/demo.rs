@@ -13,8 +13,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::mock::{MockState, MockWhop};
 use crate::sidecar::{RunError, Sidecar};
+use whopgate_mock::{MockState, MockWhop};
 
 /// The demo's product, company and users (the mock's built-in state).
 const PRODUCT: &str = "prod_mockproduct1";
@@ -60,7 +60,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), DemoError> {
     let sidecar = Sidecar::start(config).await.map_err(DemoError::Run)?;
     let gate = format!("http://{}", sidecar.local_addr());
     let token = |user: &str| {
-        mock.mint_token_with(user, crate::mock::TokenOptions::ttl(std::time::Duration::from_secs(24 * 3600)))
+        mock.mint_token_with(user, whopgate_mock::TokenOptions::ttl(std::time::Duration::from_secs(24 * 3600)))
     };
     let alice = token("user_alice").map_err(|e| DemoError::Token(e.to_string()))?;
     let bob = token("user_bob").map_err(|e| DemoError::Token(e.to_string()))?;

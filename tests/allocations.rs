@@ -12,8 +12,8 @@ use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body_util::Empty;
 use tower::{Layer, Service, ServiceExt, service_fn};
-use whopgate::mock::{EndpointKind, MockState, MockWhop};
 use whopgate::{Config, Gate};
+use whopgate_mock::{EndpointKind, MockState, MockWhop};
 
 /// Counts the allocations made on the current thread.
 struct Counting;

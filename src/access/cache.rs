@@ -411,8 +411,8 @@ mod tests {
     use super::*;
     use crate::access::CheckAccess;
     use crate::config::{Secret, WhopConfig};
-    use crate::mock::{EndpointKind, Fault, MockState, MockWhop};
     use crate::whop::WhopClient;
+    use whopgate_mock::{EndpointKind, Fault, MockState, MockWhop};
 
     fn client_for(mock: &MockWhop, metrics: &Arc<Metrics>, timeout: Duration) -> Arc<WhopClient> {
         let config = WhopConfig {

@@ -399,7 +399,7 @@ mod tests {
     use tower::{Layer, ServiceExt, service_fn};
 
     use super::*;
-    use crate::mock::{MockState, MockWhop};
+    use whopgate_mock::{MockState, MockWhop};
 
     /// The echo service: answers with the identity it was handed.
     async fn echo(req: Request<String>) -> Result<Response<String>, Infallible> {
@@ -469,10 +469,10 @@ mod tests {
         assert_eq!(again.status(), StatusCode::OK);
         // Both required resources were asked about at once; the grant did not wait for the other.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while mock.calls(crate::mock::EndpointKind::Access) < 2 && std::time::Instant::now() < deadline {
+        while mock.calls(whopgate_mock::EndpointKind::Access) < 2 && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert_eq!(mock.calls(crate::mock::EndpointKind::Access), 2, "one call per required resource");
+        assert_eq!(mock.calls(whopgate_mock::EndpointKind::Access), 2, "one call per required resource");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

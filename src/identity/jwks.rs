@@ -605,7 +605,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::mock::{DEFAULT_KEY_PEM, DEFAULT_KID, EndpointKind, Fault, MockState, MockWhop};
+    use whopgate_mock::{DEFAULT_KEY_PEM, DEFAULT_KID, EndpointKind, Fault, MockState, MockWhop};
 
     fn start_mock() -> MockWhop {
         MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap()

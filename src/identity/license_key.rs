@@ -206,7 +206,7 @@ impl LicenseKeyVerifier {
 mod tests {
     use super::*;
     use crate::config::{Secret, WhopConfig};
-    use crate::mock::{EndpointKind, MockState, MockWhop};
+    use whopgate_mock::{EndpointKind, MockState, MockWhop};
 
     fn verifier(mock: &MockWhop, bearer: bool) -> Arc<LicenseKeyVerifier> {
         let metrics = Metrics::new();

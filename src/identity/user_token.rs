@@ -518,7 +518,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::mock::{DEFAULT_KEY_PEM, DEFAULT_KID, EndpointKind, MockState, MockWhop, TokenOptions};
+    use whopgate_mock::{DEFAULT_KEY_PEM, DEFAULT_KID, EndpointKind, MockState, MockWhop, TokenOptions};
 
     const USER: &str = "user_alice";
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use whopgate::mock::{Company, EndpointKind, Fault, Membership, MembershipStatus, MockState, MockWhop, Product, User};
+use whopgate_mock::{Company, EndpointKind, Fault, Membership, MembershipStatus, MockState, MockWhop, Product, User};
 
 use crate::support::{Upstream, Whopgate, gated_config};
 

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use whopgate::mock::{EndpointKind, Fault, MockState, MockWhop};
+use whopgate_mock::{EndpointKind, Fault, MockState, MockWhop};
 
 use crate::support::{Upstream, Whopgate, free_port, require_tool, session_config};
 

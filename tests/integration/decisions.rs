@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use whopgate::mock::{MockState, MockWhop};
+use whopgate_mock::{MockState, MockWhop};
 
 use crate::support::{Upstream, Whopgate, gated_config};
 

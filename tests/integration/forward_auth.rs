@@ -2,7 +2,7 @@
 //! each answer a user would check, through each front end, and the judgement a forged
 //! description cannot change.
 
-use whopgate::mock::{MockState, MockWhop};
+use whopgate_mock::{MockState, MockWhop};
 
 use crate::support::front::Front;
 use crate::support::{

@@ -1,6 +1,6 @@
 //! License keys and the dev identity, end to end through the sidecar.
 
-use whopgate::mock::{EndpointKind, MockState, MockWhop};
+use whopgate_mock::{EndpointKind, MockState, MockWhop};
 
 use crate::support::{Upstream, Whopgate, gated_config};
 

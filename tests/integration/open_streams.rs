@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use whopgate::mock::{MembershipStatus, MockState, MockWhop};
+use whopgate_mock::{MembershipStatus, MockState, MockWhop};
 
 use crate::support::{Upstream, Whopgate, gated_config};
 use crate::webhooks::{SECRET, deliver_signed, event, now};

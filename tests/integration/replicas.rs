@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use whopgate::mock::{EndpointKind, Fault, MembershipStatus, MockWhop};
+use whopgate_mock::{EndpointKind, Fault, MembershipStatus, MockWhop};
 
 use crate::support::redis::Redis;
 use crate::support::{Upstream, Whopgate, gated_config, require_tool, state_with_customers};

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use whopgate::mock::{MockState, MockWhop};
+use whopgate_mock::{MockState, MockWhop};
 
 use crate::support::{SESSION_SECRET, Upstream, Whopgate, free_port, session_config};
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use whopgate::mock::{EndpointKind, MockState, MockWhop, TokenOptions};
+use whopgate_mock::{EndpointKind, MockState, MockWhop, TokenOptions};
 
 use crate::support::{Upstream, Whopgate, gated_config};
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::hmac;
 use base64::Engine as _;
 use serde_json::{Value, json};
-use whopgate::mock::{EndpointKind, MembershipStatus, MockState, MockWhop};
+use whopgate_mock::{EndpointKind, MembershipStatus, MockState, MockWhop};
 
 use crate::support::{Upstream, Whopgate, gated_config};
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use whopgate::mock::{EndpointKind, Fault, MockState, MockWhop};
+use whopgate_mock::{EndpointKind, Fault, MockState, MockWhop};
 
 use crate::support::{Upstream, Whopgate, gated_config, state_with_customers};
 

@@ -46,7 +46,7 @@ pub const SESSION_SECRET: &str = "a-test-cookie-secret-that-is-long-enough-01234
 
 /// A gate on `port` whose `/` needs the mock's product, with Sign in with Whop on
 /// (`SESSION_SECRET` as the cookie secret, `session_extra` added to `[identity.session]`).
-pub fn session_config(up: &Upstream, mock: &whopgate::mock::MockWhop, port: u16, session_extra: &str) -> String {
+pub fn session_config(up: &Upstream, mock: &whopgate_mock::MockWhop, port: u16, session_extra: &str) -> String {
     let routes = format!(
         r#"
 public_url = "http://localhost:{port}"
@@ -74,7 +74,7 @@ cookie_secret = "{SESSION_SECRET}"
 
 /// A config for a gated app: `rest` (top-level keys first, then tables) plus a `[whop]` table
 /// pointing at `mock`. Add `[whop]` keys through `whop_extra` (e.g. `timeout = "1s"`).
-pub fn gated_config(upstream: &str, mock: &whopgate::mock::MockWhop, whop_extra: &str, rest: &str) -> String {
+pub fn gated_config(upstream: &str, mock: &whopgate_mock::MockWhop, whop_extra: &str, rest: &str) -> String {
     let whop = format!(
         "[whop]\napi_key = \"{}\"\napp_id = \"{}\"\napi_base = \"{}\"\n{whop_extra}\n",
         mock.api_key(),
@@ -86,13 +86,13 @@ pub fn gated_config(upstream: &str, mock: &whopgate::mock::MockWhop, whop_extra:
 
 /// The mock's default state plus `n` users (`user_load0000`…) who each hold an active
 /// membership on `prod_mockproduct1`.
-pub fn state_with_customers(n: usize) -> whopgate::mock::MockState {
-    use whopgate::mock::{MembershipStatus, MockState};
+pub fn state_with_customers(n: usize) -> whopgate_mock::MockState {
+    use whopgate_mock::{MembershipStatus, MockState};
     let mut state = MockState::default();
     for i in 0..n {
         let id = format!("user_load{i:04}");
-        state.users.push(whopgate::mock::User { id: id.clone(), username: String::new(), name: None, email: None });
-        state.memberships.push(whopgate::mock::Membership::new(
+        state.users.push(whopgate_mock::User { id: id.clone(), username: String::new(), name: None, email: None });
+        state.memberships.push(whopgate_mock::Membership::new(
             format!("mem_load{i:08}"),
             id,
             "prod_mockproduct1",

@@ -1,6 +1,6 @@
 //! The control API under `/_mock/`: JSON in, JSON out, no API key. It is the HTTP face of the
 //! methods of [`super::MockWhop`], for people who run the mock as a process. Endpoints are
-//! documented in the module docs of [`crate::mock`].
+//! documented in the module docs of [the crate](crate).
 
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Limited};

@@ -3,7 +3,7 @@
 //! page; `/oauth/token` takes a JSON body and answers opaque tokens and an ES256 id_token;
 //! `/oauth/userinfo` answers the user's profile. Codes and tokens live in memory (the
 //! [`OAuthStore`]) until a reset. The answers are documented in the module docs of
-//! [`crate::mock`].
+//! [the crate](crate).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The mock's world: apps, keys, companies, products, experiences, users, memberships and
 //! access overrides, as one serde value that is read from TOML and served as JSON by
 //! `GET /_mock/state`. The schema is documented with an example in the module docs of
-//! [`crate::mock`].
+//! [the crate](crate).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -1076,7 +1076,7 @@ mod tests {
     /// The schema example in the module docs must stay a valid state.
     #[test]
     fn documented_example_parses() {
-        let docs: String = include_str!("mod.rs")
+        let docs: String = include_str!("lib.rs")
             .lines()
             .filter_map(|l| l.strip_prefix("//!"))
             .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(l)))

@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use whopgate::mock::{EndpointKind, Fault, MockState, MockWhop, TokenOptions};
+//! use whopgate_mock::{EndpointKind, Fault, MockState, MockWhop, TokenOptions};
 //!
 //! let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default())?;
 //! let token = mock.mint_token("user_alice").unwrap();          // verifies against the JWKS
