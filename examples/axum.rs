@@ -4,7 +4,7 @@
 //! cargo run --example axum
 //! ```
 //!
-//! To stay self-contained the example starts whopgate's local Whop stand-in (`whopgate::mock`)
+//! To stay self-contained the example starts whopgate's local Whop stand-in (the `whopgate-mock` crate)
 //! and points the gate at it; a real app loads its `whopgate.toml` with `Config::load` instead.
 
 use axum::Router;

@@ -2,7 +2,7 @@
 //! benchmark in `bench/`.
 //!
 //! ```sh
-//! cargo run --release --example decision_memory -- 1000000
+//! cargo run --release --features bench-internals --example decision_memory -- 1000000
 //! ```
 //!
 //! Decisions are inserted as Whop answers would be (one user id string per user, a shared
@@ -12,10 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use whopgate::access::{AccessCache, CacheSettings};
-use whopgate::config::WhopConfig;
-use whopgate::metrics::Metrics;
-use whopgate::whop::{Access, WhopClient};
+use whopgate::bench_internals::{Access, AccessCache, CacheSettings, CheckAccess, Metrics, WhopClient, WhopConfig};
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -38,7 +35,7 @@ fn main() {
         max_entries: count,
         whop_timeout: Duration::from_secs(3),
     };
-    let backend = Arc::new(whopgate::access::CheckAccess::new(client));
+    let backend = Arc::new(CheckAccess::new(client));
     let cache =
         AccessCache::new(backend, settings, vec![Arc::from("prod_aaaaaaaaaaaaaa")], &metrics, runtime.handle().clone());
     let before = rss_kib();

@@ -9,7 +9,7 @@
 //! `Host`; lower-cased, without a trailing dot or the scheme's default port; anything ambiguous
 //! or malformed is refused.
 //!
-//! ```
+//! ```text
 //! use whopgate::authority::{canonical, HostRejection};
 //!
 //! assert_eq!(canonical("Admin.Example.:80", false).unwrap(), "admin.example");
@@ -19,6 +19,8 @@
 //! assert_eq!(canonical("a.example, b.example", false), Err(HostRejection::List));
 //! assert_eq!(canonical("user@admin.example", false), Err(HostRejection::UserInfo));
 //! ```
+//!
+//! (The lines above run as the test `doc_example::canonical_hosts`.)
 
 use std::borrow::Cow;
 use std::fmt;
@@ -379,5 +381,20 @@ mod tests {
         let mut opaque = request(Version::HTTP_11, "/x", &[]);
         opaque.headers_mut().insert(HOST, http::HeaderValue::from_bytes(b"adm\xefn.example").unwrap());
         assert_eq!(of_request(&opaque, false), Err(HostRejection::Invalid));
+    }
+}
+
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn canonical_hosts() {
+        use crate::authority::{HostRejection, canonical};
+
+        assert_eq!(canonical("Admin.Example.:80", false).unwrap(), "admin.example");
+        assert_eq!(canonical("admin.example:443", true).unwrap(), "admin.example");
+        assert_eq!(canonical("admin.example:443", false).unwrap(), "admin.example:443");
+        assert_eq!(canonical("[::1]:8080", false).unwrap(), "[::1]:8080");
+        assert_eq!(canonical("a.example, b.example", false), Err(HostRejection::List));
+        assert_eq!(canonical("user@admin.example", false), Err(HostRejection::UserInfo));
     }
 }

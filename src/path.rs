@@ -6,7 +6,7 @@
 //! decoded without changing meaning (unreserved characters), remove dot segments, merge repeated
 //! slashes, and refuse anything whose meaning still depends on who decodes it.
 //!
-//! ```
+//! ```text
 //! use whopgate::path::{normalize, PathRejection};
 //!
 //! assert_eq!(normalize("/%61dmin//users/./1").unwrap(), "/admin/users/1");
@@ -14,6 +14,8 @@
 //! assert_eq!(normalize("/public/..%2Fadmin"), Err(PathRejection::EncodedSlash));
 //! assert_eq!(normalize("/../etc/passwd"), Err(PathRejection::AboveRoot));
 //! ```
+//!
+//! (The lines above run as the test `doc_example::normalised_paths`.)
 
 use std::borrow::Cow;
 use std::fmt;
@@ -331,5 +333,18 @@ mod tests {
                 prop_assert_eq!(&*ours, theirs.path(), "{}", p);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn normalised_paths() {
+        use crate::path::{PathRejection, normalize};
+
+        assert_eq!(normalize("/%61dmin//users/./1").unwrap(), "/admin/users/1");
+        assert_eq!(normalize("/public/../admin").unwrap(), "/admin");
+        assert_eq!(normalize("/public/..%2Fadmin"), Err(PathRejection::EncodedSlash));
+        assert_eq!(normalize("/../etc/passwd"), Err(PathRejection::AboveRoot));
     }
 }

@@ -82,7 +82,6 @@ pub struct Sidecar {
     readiness: Arc<Readiness>,
     stop_admin: watch::Sender<bool>,
     drain_timeout: std::time::Duration,
-    gate: Gate,
 }
 
 impl Sidecar {
@@ -94,11 +93,6 @@ impl Sidecar {
     /// The admin listener's address, when configured.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         self.admin_addr
-    }
-
-    /// The gate this sidecar runs.
-    pub fn gate(&self) -> &Gate {
-        &self.gate
     }
 
     /// Serves until SIGTERM or SIGINT, then stops accepting, drains and returns.
@@ -189,7 +183,7 @@ impl Sidecar {
             workers,
             "whopgate ready"
         );
-        Ok(Sidecar { server, admin_addr, readiness, stop_admin, drain_timeout: config.limits.drain_timeout, gate })
+        Ok(Sidecar { server, admin_addr, readiness, stop_admin, drain_timeout: config.limits.drain_timeout })
     }
 }
 

@@ -41,7 +41,7 @@ pub struct CacheSettings {
 /// A decision as served: Whop's answer, and whether it is past its time (served because Whop is
 /// failing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
+pub struct ServedAccess {
     /// What the user holds on the resource.
     pub access: Access,
     /// Served stale, under `stale_if_error`.
@@ -128,6 +128,7 @@ impl std::fmt::Debug for AccessCache {
 }
 
 impl AccessCache {
+    #[cfg(any(test, feature = "bench-internals"))]
     /// A cache asking `backend`, spawning its fetches on `runtime`. `resources` are every
     /// resource the routes name: invalidating a user drops their entry for each of them.
     pub fn new(
@@ -187,14 +188,14 @@ impl AccessCache {
 
     /// The answer, from the cache or from Whop (one call however many ask at once); a stale
     /// answer while Whop fails, within `stale_if_error`.
-    pub async fn lookup(self: &Arc<Self>, user: &Arc<str>, resource: &Arc<str>) -> Result<Decision, WhopError> {
+    pub async fn lookup(self: &Arc<Self>, user: &Arc<str>, resource: &Arc<str>) -> Result<ServedAccess, WhopError> {
         if let Some(access) = self.lookup_now(user, resource) {
-            return Ok(Decision { access, stale: false });
+            return Ok(ServedAccess { access, stale: false });
         }
         let Some(index) = self.resource_index(resource) else {
             // Not one of the routes' resources: asked, never cached.
             let access = self.backend.decide(user, resource).await?;
-            return Ok(Decision { access, stale: false });
+            return Ok(ServedAccess { access, stale: false });
         };
         let pending = {
             let key = DecisionKey { user: user.clone(), resource: index };
@@ -211,13 +212,13 @@ impl AccessCache {
             }
         };
         match wait(pending).await {
-            Ok(access) => Ok(Decision { access, stale: false }),
+            Ok(access) => Ok(ServedAccess { access, stale: false }),
             Err(error) => {
                 // Read again: an invalidation while we waited must not be undone by stale data.
                 match self.entries.get(&KeyRef { user, resource: index }) {
                     Some(old) if Instant::now() < self.stale_until(&old) && error.is_unavailable() => {
                         self.counters.stale.inc();
-                        Ok(Decision { access: old.access, stale: true })
+                        Ok(ServedAccess { access: old.access, stale: true })
                     }
                     _ => Err(error),
                 }
@@ -225,6 +226,7 @@ impl AccessCache {
         }
     }
 
+    #[cfg(feature = "bench-internals")]
     /// Stores a decision learned elsewhere (a membership mirror, a warm start), exactly as if
     /// Whop had just answered it. Ignored for a resource no route names.
     pub fn insert(&self, user: &str, resource: &str, access: Access) {
@@ -409,7 +411,7 @@ async fn wait(mut pending: Pending) -> Result<Access, WhopError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::CheckAccess;
+    use crate::access::check_access::CheckAccess;
     use crate::config::{Secret, WhopConfig};
     use crate::whop::WhopClient;
     use whopgate_mock::{EndpointKind, Fault, MockState, MockWhop};
@@ -462,7 +464,7 @@ mod tests {
             tokio::spawn(async move { cache.lookup(&user, &resource).await })
         });
         for lookup in lookups.collect::<Vec<_>>() {
-            assert_eq!(lookup.await.unwrap().unwrap(), Decision { access: Access::Customer, stale: false });
+            assert_eq!(lookup.await.unwrap().unwrap(), ServedAccess { access: Access::Customer, stale: false });
         }
         assert_eq!(mock.calls(EndpointKind::Access), 1);
         assert_eq!(cache.lookup_now(&user, &resource), Some(Access::Customer));
@@ -489,7 +491,10 @@ mod tests {
         cache.lookup(&alice, &product).await.unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;
         mock.set_fault(EndpointKind::Access, Fault::error());
-        assert_eq!(cache.lookup(&alice, &product).await.unwrap(), Decision { access: Access::Customer, stale: true });
+        assert_eq!(
+            cache.lookup(&alice, &product).await.unwrap(),
+            ServedAccess { access: Access::Customer, stale: true }
+        );
         let (carol, _) = ids("user_carol", "prod_mockproduct1");
         assert!(matches!(cache.lookup(&carol, &product).await, Err(WhopError::Server { status: 500 })));
     }
@@ -556,7 +561,7 @@ mod tests {
     }
 
     impl AccessBackend for Counting {
-        fn decide<'a>(&'a self, user: &'a str, _resource: &'a str) -> crate::access::Decided<'a> {
+        fn decide<'a>(&'a self, user: &'a str, _resource: &'a str) -> crate::access::backend::Decided<'a> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let access = if user == "user_in" { Access::Customer } else { Access::NoAccess };
             Box::pin(async move {
@@ -605,10 +610,10 @@ mod tests {
     }
 
     impl crate::access::DecisionStore for Memory {
-        fn get<'a>(&'a self, user: &'a str, resource: &'a str) -> crate::access::Found<'a> {
+        fn get<'a>(&'a self, user: &'a str, resource: &'a str) -> crate::access::store::Found<'a> {
             self.gets.fetch_add(1, Ordering::SeqCst);
             let held = self.held.lock().unwrap().get(&(user.to_owned(), resource.to_owned())).copied();
-            Box::pin(async move { held.map(|(access, at)| crate::access::Stored { access, age: at.elapsed() }) })
+            Box::pin(async move { held.map(|(access, at)| crate::access::store::Stored { access, age: at.elapsed() }) })
         }
         fn put<'a>(
             &'a self,
@@ -616,11 +621,11 @@ mod tests {
             resource: &'a str,
             access: Access,
             _ttl: Duration,
-        ) -> crate::access::Written<'a> {
+        ) -> crate::access::store::Written<'a> {
             self.held.lock().unwrap().insert((user.to_owned(), resource.to_owned()), (access, Instant::now()));
             Box::pin(async {})
         }
-        fn forget_user<'a>(&'a self, user: &'a str) -> crate::access::Written<'a> {
+        fn forget_user<'a>(&'a self, user: &'a str) -> crate::access::store::Written<'a> {
             self.forgotten.lock().unwrap().push(user.to_owned());
             Box::pin(async {})
         }

@@ -23,10 +23,9 @@ mod redis_store;
 pub mod scope;
 mod store;
 
-pub use backend::{AccessBackend, Decided, backend_for};
-pub use cache::{AccessCache, CacheSettings, Decision};
+pub use backend::backend_for;
+pub use cache::{AccessCache, CacheSettings};
+#[cfg(feature = "bench-internals")]
 pub use check_access::CheckAccess;
-pub use members::Members;
-pub use membership_list::MembershipList;
-pub use redis_store::{Invalidation, RedisStore, RedisUrlError};
-pub use store::{Claim, Claimed, DecisionStore, Found, Stored, Written};
+pub use redis_store::{Invalidation, RedisStore};
+pub use store::DecisionStore;

@@ -8,6 +8,7 @@ use std::ops::Range;
 /// `line` and `column` are 1-based and point at the key or value at fault. A problem that has no
 /// place in the file (the file could not be read) has `line` and `column` 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The origin name used in messages, e.g. `whopgate.toml`.
     pub file: String,

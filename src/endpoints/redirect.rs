@@ -19,7 +19,7 @@
 //!   `-` and `.` only (no trailing dot, no empty label), an IPv6 literal in brackets, and a port
 //!   written as a plain decimal number.
 //!
-//! ```
+//! ```text
 //! use http::Uri;
 //! use whopgate::endpoints::redirect::RedirectPolicy;
 //!
@@ -33,14 +33,14 @@
 //!     assert!(!policy.is_safe(evil));
 //! }
 //! ```
+//!
+//! (The lines above run as the test `doc_example::redirect_targets`.)
 
 use std::fmt;
 use std::net::Ipv6Addr;
 
 use http::Uri;
 use percent_encoding::percent_decode;
-
-use crate::config::Config;
 
 /// Longest `rd` considered; a longer one is replaced by `/`. Targets are paths the gate itself
 /// produced or links an operator wrote, far shorter than this.
@@ -73,19 +73,13 @@ impl RedirectPolicy {
         RedirectPolicy { public, allowed }
     }
 
-    /// The policy of a loaded config: its `public_url` and
-    /// `identity.session.allowed_redirect_hosts`.
-    pub fn from_config(config: &Config) -> Self {
-        let hosts = config.identity.session.as_ref().map_or(&[][..], |s| &s.allowed_redirect_hosts[..]);
-        Self::new(config.public_url.as_ref(), hosts)
-    }
-
     /// Where to send the browser for `rd`: `rd` itself in canonical spelling when it is allowed
     /// (see the module docs), else `/`. The result is always a valid `Location` header value.
     pub fn safe_target(&self, rd: &str) -> String {
         self.check(rd).unwrap_or_else(|| "/".to_owned())
     }
 
+    #[cfg(test)]
     /// True when `rd` is an allowed target (possibly after re-encoding, see
     /// [`RedirectPolicy::safe_target`]).
     pub fn is_safe(&self, rd: &str) -> bool {
@@ -367,3 +361,23 @@ fn forbidden_char(c: char) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn redirect_targets() {
+        use crate::endpoints::redirect::RedirectPolicy;
+        use http::Uri;
+
+        let public = Uri::from_static("https://app.example.com");
+        let policy = RedirectPolicy::new(Some(&public), &["docs.example.com".to_owned()]);
+        assert_eq!(policy.safe_target("/dashboard?tab=1#top"), "/dashboard?tab=1#top");
+        assert_eq!(policy.safe_target("https://docs.example.com/guide"), "https://docs.example.com/guide");
+        assert_eq!(policy.safe_target("/café"), "/caf%C3%A9");
+        for evil in ["//evil.com", "/\\evil.com", "/%09/evil.com", "https:evil.com", "https://app.example.com@evil.com"]
+        {
+            assert_eq!(policy.safe_target(evil), "/");
+            assert!(!policy.is_safe(evil));
+        }
+    }
+}

@@ -144,11 +144,6 @@ impl SignIn {
         format!("{}/login?rd={}", self.prefix, encode(rd))
     }
 
-    /// The session codec (cookie names, sealing).
-    pub fn codec(&self) -> &SessionCodec {
-        &self.codec
-    }
-
     /// `GET {prefix}/login?rd=PATH`: to Whop's authorize page, with a fresh login cookie.
     pub fn login(&self, query: Option<&str>) -> Response<Bytes> {
         let rd = self.policy.safe_target(&query_param(query, "rd").unwrap_or_else(|| "/".to_owned()));

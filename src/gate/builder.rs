@@ -22,7 +22,7 @@ use crate::config::{Config, ConfigErrors};
 ///     .require("/", ["prod_aaaaaaaaaaaaaa"])
 ///     .build()
 ///     .await?;
-/// assert_eq!(gate.routes().rules().len(), 3);
+/// assert_eq!(gate.rule_count(), 3);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Default, Clone)]

@@ -6,53 +6,6 @@
 //! service can read. The sidecar's proxy takes them as values instead and writes them straight
 //! into the upstream request head: four header-map inserts (each a hash of the name, a probe
 //! and sometimes a regrowth) were most of what a gated request cost over a public one.
-//!
-//! A hand-off of your own, for an app that reads the caller only from [`WhopUser`]:
-//!
-//! ```
-//! use http::{Request, Response};
-//! use http_body_util::BodyExt;
-//! use tower::{Layer, Service, ServiceExt, service_fn};
-//! use whopgate::gate::{Cleared, Handoff};
-//! use whopgate::{Config, Gate, WhopUser};
-//!
-//! /// Only the extension: no identity headers for the app to parse.
-//! #[derive(Clone)]
-//! struct UserOnly;
-//!
-//! impl<S: Service<Request<B>>, B> Handoff<S, B> for UserOnly {
-//!     fn wants_user(&self) -> bool {
-//!         true
-//!     }
-//!
-//!     fn call(&self, inner: &mut S, mut req: Request<B>, cleared: Option<Cleared>) -> S::Future {
-//!         if let Some(user) = cleared.and_then(|c| c.user) {
-//!             req.extensions_mut().insert(user);
-//!         }
-//!         inner.call(req)
-//!     }
-//! }
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = Config::from_toml(r#"
-//!     [whop]
-//!     app_id = "app_xxxxxxxxxxxxxx"
-//!
-//!     [[route]]
-//!     path = "/"
-//!     public = true
-//! "#, "inline.toml")?;
-//! let gate = Gate::from_config(&config).await?;
-//! let app = gate.layer().with_handoff(UserOnly).layer(service_fn(|req: Request<String>| async move {
-//!     let who = req.extensions().get::<WhopUser>().map_or("anonymous", |u| &*u.id).to_owned();
-//!     Ok::<_, std::convert::Infallible>(Response::new(who))
-//! }));
-//! let response = app.oneshot(Request::get("http://app.example/").body(String::new())?).await?;
-//! assert_eq!(response.into_body().collect().await?.to_bytes(), "anonymous");
-//! # Ok(())
-//! # }
-//! ```
 
 use http::Request;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -132,6 +85,52 @@ pub struct Cleared {
 ///
 /// The gate has already removed every identity header the client sent, so a hand-off that
 /// drops [`Cleared::headers`] leaves the service with no identity at all, never a forged one.
+///
+/// A hand-off of your own, for an app that reads the caller only from [`WhopUser`]:
+///
+/// ```
+/// use http::{Request, Response};
+/// use http_body_util::BodyExt;
+/// use tower::{Layer, Service, ServiceExt, service_fn};
+/// use whopgate::{Cleared, Config, Gate, Handoff, WhopUser};
+///
+/// /// Only the extension: no identity headers for the app to parse.
+/// #[derive(Clone)]
+/// struct UserOnly;
+///
+/// impl<S: Service<Request<B>>, B> Handoff<S, B> for UserOnly {
+///     fn wants_user(&self) -> bool {
+///         true
+///     }
+///
+///     fn call(&self, inner: &mut S, mut req: Request<B>, cleared: Option<Cleared>) -> S::Future {
+///         if let Some(user) = cleared.and_then(|c| c.user) {
+///             req.extensions_mut().insert(user);
+///         }
+///         inner.call(req)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = Config::from_toml(r#"
+///     [whop]
+///     app_id = "app_xxxxxxxxxxxxxx"
+///
+///     [[route]]
+///     path = "/"
+///     public = true
+/// "#, "inline.toml")?;
+/// let gate = Gate::from_config(&config).await?;
+/// let app = gate.layer().with_handoff(UserOnly).layer(service_fn(|req: Request<String>| async move {
+///     let who = req.extensions().get::<WhopUser>().map_or("anonymous", |u| &*u.id).to_owned();
+///     Ok::<_, std::convert::Infallible>(Response::new(who))
+/// }));
+/// let response = app.oneshot(Request::get("http://app.example/").body(String::new())?).await?;
+/// assert_eq!(response.into_body().collect().await?.to_bytes(), "anonymous");
+/// # Ok(())
+/// # }
+/// ```
 pub trait Handoff<S, ReqB>: Clone
 where
     S: Service<Request<ReqB>>,

@@ -39,7 +39,7 @@ pub mod answer;
 mod body;
 mod builder;
 pub mod client_headers;
-pub mod denial;
+mod denial;
 mod endpoints;
 pub(crate) mod forward_auth;
 mod handoff;
@@ -59,12 +59,10 @@ use http::header::HeaderValue;
 
 pub use body::GateBody;
 pub use builder::GateBuilder;
-pub use denial::Denial;
 pub use handoff::{
     Cleared, Handoff, IdentityHeaders, InsertIdentity, X_WHOP_ACCESS_LEVEL, X_WHOP_RESOURCE_ID, X_WHOP_USER_ID,
     X_WHOPGATE_SOURCE,
 };
-pub use record::ACCESS_TARGET;
 pub use service::{GateLayer, GateService, RequestBody, ResponseFuture};
 pub use stream_watch::{StreamControl, Watch};
 #[cfg(feature = "axum")]
@@ -87,21 +85,22 @@ pub struct Gate {
     state: Arc<GateState>,
 }
 
-/// Why a gate could not be built.
+/// Why a gate could not be built. The messages name the config key at fault.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum GateError {
     /// Not called from within a tokio runtime (the gate spawns its background work there).
     NoRuntime,
     /// The user-token verifier could not be set up (a bad `public_keys` entry).
-    UserToken(UserTokenSetupError),
+    UserToken(String),
     /// The config asks for something this build does not do yet.
     Unsupported(String),
     /// The session cookie secrets are unusable.
-    Session(SessionSetupError),
+    Session(String),
     /// A [`GateBuilder`] description is not a valid config.
     Config(crate::config::ConfigErrors),
     /// `cache.redis_url` cannot be used.
-    Redis(crate::access::RedisUrlError),
+    Redis(String),
 }
 
 /// What the gate knows of the connection a request came on, handed to the judgement with the
@@ -156,7 +155,7 @@ impl Gate {
                 runtime.clone(),
                 config.cache.max_entries,
             )
-            .map_err(GateError::UserToken)?;
+            .map_err(|e: UserTokenSetupError| GateError::UserToken(e.to_string()))?;
             Some(verifier)
         } else {
             None
@@ -180,7 +179,9 @@ impl Gate {
             _ => None,
         };
         let session = match (&config.identity.session, config.identity.sources.contains(&SourceKind::Session)) {
-            (Some(session), true) => Some(Arc::new(SessionCodec::from_config(session).map_err(GateError::Session)?)),
+            (Some(session), true) => Some(Arc::new(
+                SessionCodec::from_config(session).map_err(|e: SessionSetupError| GateError::Session(e.to_string()))?,
+            )),
             _ => None,
         };
         let signin = session
@@ -208,7 +209,9 @@ impl Gate {
         };
         let backend = backend_for(config.whop.access_api, client.clone());
         let redis = match config.cache.redis_url.as_deref().filter(|url| !url.is_empty()) {
-            Some(url) => Some(RedisStore::start(url, metrics.clone(), &runtime).map_err(GateError::Redis)?),
+            Some(url) => {
+                Some(RedisStore::start(url, metrics.clone(), &runtime).map_err(|e| GateError::Redis(e.to_string()))?)
+            }
             None => None,
         };
         if let Some(redis) = &redis {
@@ -262,14 +265,20 @@ impl Gate {
         GateLayer::new(self.state.clone())
     }
 
-    /// The gate's metrics (render them with [`Metrics::render`]).
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    /// The gate's metrics.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.state.metrics
     }
 
-    /// The route table in match order.
-    pub fn routes(&self) -> &RouteTable {
-        &self.state.routes
+    /// The gate's metrics in Prometheus's text format (SPEC §6), for an app that serves its own
+    /// `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        self.state.metrics.render()
+    }
+
+    /// The number of route rules, the gate's own endpoints not counted.
+    pub fn rule_count(&self) -> usize {
+        self.state.routes.rules().len()
     }
 
     /// Resolves once the keys the identity sources need are loaded (the first JWKS fetch is

@@ -55,7 +55,7 @@ impl<H> GateLayer<H> {
     }
 
     /// The requests come over TLS: a `Host` that names port 443 names the default port, which
-    /// the canonical host leaves out (see [`crate::authority`]). Off by default.
+    /// the canonical host leaves out (see SPEC §4, "Host"). Off by default.
     pub fn serving_tls(mut self, tls: bool) -> Self {
         self.conn.tls = tls;
         self

@@ -307,6 +307,7 @@ impl KeySet {
         self.inner.url.is_none() || *self.inner.finished.borrow() > 0
     }
 
+    #[cfg(test)]
     /// True when the set fetches a JWKS.
     pub fn fetches_jwks(&self) -> bool {
         self.inner.url.is_some()
@@ -319,6 +320,7 @@ impl KeySet {
         kids
     }
 
+    #[cfg(test)]
     /// How many keys carry no kid and are always held: the built-in Whop key and `public_keys`.
     pub fn static_key_count(&self) -> usize {
         self.inner.static_keys.len()

@@ -16,15 +16,8 @@ use std::sync::Arc;
 use http::header::HeaderValue;
 
 pub use identifier::{Credential, CredentialError, Identified, Identifier, Sources};
-pub use jwks::{
-    FETCH_TIMEOUT, Generation, InvalidPublicKey, KeySet, KeySetOptions, MIN_REFETCH_INTERVAL, REFRESH_INTERVAL,
-    RETRY_AFTER_FAILURE, SignatureCheck, WHOP_STATIC_KEY_X, WHOP_STATIC_KEY_Y,
-};
 pub use license_key::{LicenseKeyError, LicenseKeyVerifier};
-pub use user_token::{
-    ISSUER, MAX_CACHED_FOR, MAX_TOKEN_LEN, QUERY_PARAM, TokenError, UserTokenSetupError, UserTokenVerifier,
-    Verification,
-};
+pub use user_token::{UserTokenSetupError, UserTokenVerifier};
 
 /// How the caller was identified: the `x-whopgate-source` header value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

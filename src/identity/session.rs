@@ -34,7 +34,7 @@
 //! Both are `Path=/; Secure; HttpOnly; SameSite=Lax` and host-only (no `Domain`), as the default
 //! `__Host-` name requires; `Secure` is always set (browsers accept it on `http://localhost`).
 //!
-//! ```
+//! ```text
 //! use std::time::Duration;
 //! use whopgate::config::Secret;
 //! use whopgate::identity::session::{LoginState, SessionCodec, pkce_challenge};
@@ -59,6 +59,8 @@
 //! let set_cookie = codec.session_cookie(&value);
 //! assert!(set_cookie.to_str().unwrap().ends_with("; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=604800"));
 //! ```
+//!
+//! (The lines above run as the test `doc_example::login_and_session_cookies`.)
 
 mod cookie;
 mod crypto;
@@ -319,16 +321,19 @@ impl SessionCodec {
         Self::new(&config.cookie_secret, &config.previous_cookie_secrets, &config.cookie_name, config.lifetime)
     }
 
+    #[cfg(test)]
     /// The session cookie's name.
     pub fn cookie_name(&self) -> &str {
         &self.cookie_name
     }
 
+    #[cfg(test)]
     /// The login-state cookie's name.
     pub fn login_cookie_name(&self) -> &str {
         &self.login_cookie_name
     }
 
+    #[cfg(test)]
     /// How long a session lasts.
     pub fn lifetime(&self) -> Duration {
         self.lifetime
@@ -535,3 +540,33 @@ fn unix_now() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn login_and_session_cookies() {
+        use crate::config::Secret;
+        use crate::identity::session::{LoginState, SessionCodec, pkce_challenge};
+        use std::time::Duration;
+
+        let secret = Secret::new("0123456789abcdef0123456789abcdef".to_owned());
+        let codec = SessionCodec::new(&secret, &[], "__Host-whopgate", Duration::from_secs(7 * 86_400)).unwrap();
+
+        // /login: remember the attempt in a cookie, send the browser to Whop with the challenge.
+        let login = LoginState::new("/dashboard".to_owned());
+        let challenge = pkce_challenge(&login.verifier);
+        let login_cookie = codec.seal_login(&login);
+        let _ = challenge;
+
+        // /callback: the `state` Whop sends back must match the cookie's.
+        let back = codec.open_login(&login_cookie, &login.state).unwrap();
+        assert_eq!(back.rd, "/dashboard");
+
+        // Then the session itself.
+        let session = codec.new_session("user_abc123", Some("Ada"), None);
+        let value = codec.seal(&session);
+        assert_eq!(codec.open(&value).unwrap().user_id, "user_abc123");
+        let set_cookie = codec.session_cookie(&value);
+        assert!(set_cookie.to_str().unwrap().ends_with("; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=604800"));
+    }
+}

@@ -86,6 +86,7 @@ pub enum TokenError {
 
 impl TokenError {
     /// A stable snake_case name, for logs and tests.
+    #[cfg(test)]
     pub fn as_str(self) -> &'static str {
         match self {
             TokenError::Malformed => "malformed",
@@ -267,6 +268,7 @@ impl UserTokenVerifier {
         Ok(verifier)
     }
 
+    #[cfg(test)]
     /// The header the token is read from (`x-whop-user-token` unless configured otherwise).
     pub fn header(&self) -> &HeaderName {
         &self.header
@@ -330,6 +332,7 @@ impl UserTokenVerifier {
         stripped.then_some(kept)
     }
 
+    #[cfg(test)]
     /// Synchronous, no I/O: a remembered token, or a full ES256 verification when the keys are at
     /// hand. [`Verification::UnknownKey`] when the token names a `kid` not known (yet) and a JWKS
     /// refetch could help; then call [`UserTokenVerifier::verify`].
@@ -380,16 +383,19 @@ impl UserTokenVerifier {
         self.keys.loaded().await;
     }
 
+    #[cfg(test)]
     /// True once the first JWKS fetch has finished (or when there is no `jwks_url`).
     pub fn keys_are_loaded(&self) -> bool {
         self.keys.is_loaded()
     }
 
+    #[cfg(test)]
     /// The verification keys.
     pub fn keys(&self) -> &KeySet {
         &self.keys
     }
 
+    #[cfg(test)]
     /// How many verified tokens are remembered (after applying pending expirations).
     pub fn cached_tokens(&self) -> u64 {
         self.cache.len()

@@ -256,11 +256,6 @@ impl Metrics {
         self.upstream_error.inc();
     }
 
-    /// A cache lookup result: `cache` ∈ decision|token|license, `result` ∈ hit|miss|stale|coalesced.
-    pub fn cache_request(&self, cache: &str, result: &str) {
-        self.cache_requests.with_label_values(&[cache, result]).inc();
-    }
-
     /// The lookup counters of one cache (`decision`, `token` or `license`).
     pub fn cache_counters(&self, cache: &str) -> CacheCounters {
         let counter = |result: &str| self.cache_requests.with_label_values(&[cache, result]);
@@ -352,7 +347,7 @@ mod tests {
         m.upstream_status(200);
         m.upstream_status(200);
         m.upstream_error();
-        m.cache_request("decision", "hit");
+        m.cache_counters("decision").hit.inc();
         m.cache_entries("decision").set(3);
         m.whop_api_requests.with_label_values(&["access", "200"]).inc();
         m.whop_api_duration.with_label_values(&["access"]).observe(0.01);

@@ -97,6 +97,7 @@ impl Histogram {
     }
 
     /// The total number of observations.
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.snapshot().0.iter().sum()
     }

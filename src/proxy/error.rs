@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::{Response, StatusCode};
+use http::Response;
 
 use super::body::ProxyBody;
 use crate::gate::answer::{Answer, UpstreamFailure};
@@ -37,15 +37,6 @@ impl ProxyError {
     /// client's fault, not the upstream's.
     pub fn is_client_fault(&self) -> bool {
         matches!(self, ProxyError::Upstream(super::conn::UpstreamError::RequestBody(_)))
-    }
-
-    /// `400` for the client's broken body, `504` for a timeout, `502` for everything else.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            _ if self.is_client_fault() => StatusCode::BAD_REQUEST,
-            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::BAD_GATEWAY,
-        }
     }
 
     /// The answer the client gets (made in [`crate::gate::answer`]).

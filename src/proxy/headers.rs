@@ -134,8 +134,6 @@ fn set_by_whopgate(name: &HeaderName) -> bool {
 /// Who sent the request and whether their forwarding headers are believed.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    /// The TCP peer's address.
-    pub ip: IpAddr,
     /// The peer is one of `trusted_proxies`.
     pub trusted: bool,
     /// The client connection is TLS.
@@ -148,7 +146,7 @@ impl Peer {
     /// Classifies `ip` against the trusted proxy list.
     pub fn new(ip: IpAddr, tls: bool, trusted_proxies: &[IpNet]) -> Self {
         let ip = ip.to_canonical();
-        Self { ip, trusted: trusted_proxies.iter().any(|net| net.contains(&ip)), tls, ip_header: ip_header_value(ip) }
+        Self { trusted: trusted_proxies.iter().any(|net| net.contains(&ip)), tls, ip_header: ip_header_value(ip) }
     }
 }
 
@@ -370,6 +368,6 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
         let peer = Peer::new("::ffff:127.0.0.1".parse().unwrap(), false, &trusted);
         assert!(peer.trusted);
-        assert_eq!(peer.ip.to_string(), "127.0.0.1");
+        assert_eq!(peer.ip_header, "127.0.0.1");
     }
 }

@@ -30,7 +30,6 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 pub use body::ProxyBody;
-pub use conn::UpstreamError;
 pub use error::ProxyError;
 use headers::Forwarded;
 pub use headers::Peer;

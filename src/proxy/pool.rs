@@ -59,9 +59,4 @@ impl UpstreamPool {
     pub async fn connect(&self) -> std::io::Result<UpstreamConn> {
         UpstreamConn::connect(&self.addr.authority).await
     }
-
-    /// Number of idle connections (for tests and metrics).
-    pub fn idle_len(&self) -> usize {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
 }

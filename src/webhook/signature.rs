@@ -162,6 +162,7 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
 }
 
+#[cfg(test)]
 /// Signs as Whop does, for tests and the mock: the `webhook-signature` value for a Standard
 /// Webhooks delivery.
 pub fn sign_standard(secret: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
@@ -171,6 +172,7 @@ pub fn sign_standard(secret: &[u8], id: &str, timestamp: i64, body: &[u8]) -> St
     format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(tag))
 }
 
+#[cfg(test)]
 /// Signs as Whop's legacy scheme does: the `x-whop-signature` value.
 pub fn sign_legacy(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let tag = keyed(secret, &[timestamp.to_string().as_bytes(), b".", body])

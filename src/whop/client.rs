@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 /// The Whop endpoints whopgate calls: the `endpoint` label of the Whop metrics, and the unit of
 /// Whop's per-operation rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum WhopEndpoint {
     /// The v1 access check.
     Access,
     /// Retrieve a membership (by id or license key).
@@ -29,19 +29,24 @@ pub enum Endpoint {
     MembershipsV5,
 }
 
-impl Endpoint {
-    /// Every endpoint, in the order of [`Endpoint::index`].
-    pub const ALL: [Endpoint; 5] =
-        [Endpoint::Access, Endpoint::Membership, Endpoint::Members, Endpoint::MembershipsV2, Endpoint::MembershipsV5];
+impl WhopEndpoint {
+    /// Every endpoint, in the order of [`WhopEndpoint::index`].
+    pub const ALL: [WhopEndpoint; 5] = [
+        WhopEndpoint::Access,
+        WhopEndpoint::Membership,
+        WhopEndpoint::Members,
+        WhopEndpoint::MembershipsV2,
+        WhopEndpoint::MembershipsV5,
+    ];
 
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
-            Endpoint::Access => "access",
-            Endpoint::Membership => "membership",
-            Endpoint::Members => "members",
-            Endpoint::MembershipsV2 => "memberships_v2",
-            Endpoint::MembershipsV5 => "memberships_v5",
+            WhopEndpoint::Access => "access",
+            WhopEndpoint::Membership => "membership",
+            WhopEndpoint::Members => "members",
+            WhopEndpoint::MembershipsV2 => "memberships_v2",
+            WhopEndpoint::MembershipsV5 => "memberships_v5",
         }
     }
 
@@ -54,9 +59,9 @@ impl Endpoint {
     fn budget(self, per_minute: u32) -> CallBudget {
         const TEN_SECONDS: Duration = Duration::from_secs(10);
         match self {
-            Endpoint::Access | Endpoint::Membership | Endpoint::Members => CallBudget::new(per_minute),
-            Endpoint::MembershipsV2 => CallBudget::per_window(90, TEN_SECONDS),
-            Endpoint::MembershipsV5 => CallBudget::per_window(18, TEN_SECONDS),
+            WhopEndpoint::Access | WhopEndpoint::Membership | WhopEndpoint::Members => CallBudget::new(per_minute),
+            WhopEndpoint::MembershipsV2 => CallBudget::per_window(90, TEN_SECONDS),
+            WhopEndpoint::MembershipsV5 => CallBudget::per_window(18, TEN_SECONDS),
         }
     }
 
@@ -64,7 +69,7 @@ impl Endpoint {
     /// its body says.
     fn least_pause(self) -> Duration {
         match self {
-            Endpoint::MembershipsV5 => Duration::from_secs(60),
+            WhopEndpoint::MembershipsV5 => Duration::from_secs(60),
             _ => Duration::from_secs(1),
         }
     }
@@ -82,7 +87,7 @@ pub struct WhopClient {
     base: String,
     headers: Option<HeaderMap>,
     timeout: Duration,
-    budgets: [CallBudget; Endpoint::ALL.len()],
+    budgets: [CallBudget; WhopEndpoint::ALL.len()],
     /// With several replicas, the budgets they share.
     shared_budget: std::sync::OnceLock<Arc<dyn SharedBudget>>,
     metrics: Arc<Metrics>,
@@ -107,7 +112,7 @@ impl WhopClient {
             base: config.url(""),
             headers,
             timeout: config.timeout,
-            budgets: Endpoint::ALL.map(|e| e.budget(config.rate_limit_per_minute)),
+            budgets: WhopEndpoint::ALL.map(|e| e.budget(config.rate_limit_per_minute)),
             shared_budget: std::sync::OnceLock::new(),
             metrics,
         }
@@ -132,7 +137,7 @@ impl WhopClient {
     /// What `user_id` holds on `resource_id`. An unknown user or resource is `NoAccess`.
     pub async fn check_access(&self, user_id: &str, resource_id: &str) -> Result<Access, WhopError> {
         let path = format!("/api/v1/users/{}/access/{}", segment(user_id), segment(resource_id));
-        match self.get::<AccessResponse>(Endpoint::Access, &path).await {
+        match self.get::<AccessResponse>(WhopEndpoint::Access, &path).await {
             Ok(answer) => Ok(answer.access()),
             Err(WhopError::NotFound) => Ok(Access::NoAccess),
             Err(e) => Err(e),
@@ -142,7 +147,7 @@ impl WhopClient {
     /// The membership with this id or license key.
     pub async fn membership(&self, id_or_license_key: &str) -> Result<Membership, WhopError> {
         let path = format!("/api/v1/memberships/{}", segment(id_or_license_key));
-        self.get(Endpoint::Membership, &path).await
+        self.get(WhopEndpoint::Membership, &path).await
     }
 
     /// A deadline `whop.timeout` from now: one call, or one walk through a list's pages.
@@ -152,14 +157,14 @@ impl WhopClient {
 
     /// GET with the API key; one retry on a connection error or 5xx; everything (retry
     /// included) within `whop.timeout`.
-    async fn get<T: DeserializeOwned>(&self, endpoint: Endpoint, path: &str) -> Result<T, WhopError> {
+    async fn get<T: DeserializeOwned>(&self, endpoint: WhopEndpoint, path: &str) -> Result<T, WhopError> {
         self.get_by(endpoint, path, self.deadline()).await
     }
 
     /// GET `path` (with its query) before `deadline`, as [`WhopClient::get`].
     pub(super) async fn get_by<T: DeserializeOwned>(
         &self,
-        endpoint: Endpoint,
+        endpoint: WhopEndpoint,
         path: &str,
         deadline: Instant,
     ) -> Result<T, WhopError> {
@@ -233,7 +238,7 @@ impl WhopClient {
         serde_json::from_slice(&bytes).map_err(|e| Attempt::Decode(e.to_string()))
     }
 
-    fn record<T>(&self, endpoint: Endpoint, outcome: &Result<T, Attempt>, elapsed: Duration) {
+    fn record<T>(&self, endpoint: WhopEndpoint, outcome: &Result<T, Attempt>, elapsed: Duration) {
         let status = match outcome {
             Ok(_) => "200".to_owned(),
             Err(Attempt::Status(code, _)) => code.to_string(),

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::client::{Endpoint, WhopClient, segment};
+use super::client::{WhopClient, WhopEndpoint, segment};
 use super::error::WhopError;
 use super::types::IdRef;
 
@@ -66,7 +66,7 @@ impl WhopClient {
                 path.push_str("&after=");
                 path.push_str(&segment(cursor));
             }
-            let page: MembersPage = match self.get_by(Endpoint::Members, &path, deadline).await {
+            let page: MembersPage = match self.get_by(WhopEndpoint::Members, &path, deadline).await {
                 Ok(page) => page,
                 Err(WhopError::NotFound) => return Ok(None),
                 Err(e) => return Err(e),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use super::client::{Endpoint, WhopClient, segment};
+use super::client::{WhopClient, WhopEndpoint, segment};
 use super::error::WhopError;
 use super::types::IdRef;
 
@@ -97,7 +97,7 @@ impl WhopClient {
         while page <= MAX_PAGES {
             let (endpoint, path) = match list {
                 List::V2 => (
-                    Endpoint::MembershipsV2,
+                    WhopEndpoint::MembershipsV2,
                     format!(
                         "/api/v2/memberships?user_id={}&product_id={}&valid=true&per={PER}&page={page}",
                         segment(user_id),
@@ -105,7 +105,7 @@ impl WhopClient {
                     ),
                 ),
                 List::V5 => (
-                    Endpoint::MembershipsV5,
+                    WhopEndpoint::MembershipsV5,
                     format!(
                         "/api/v5/company/memberships?valid=true&product_id={}&per={PER}&page={page}",
                         segment(product_id)

@@ -15,8 +15,8 @@ mod members;
 mod membership_lists;
 mod types;
 
-pub use budget::{CallBudget, Paused, SharedBudget, SharedTake, Taken};
-pub use client::{Endpoint, WhopClient};
+pub use budget::{Paused, SharedBudget, SharedTake, Taken};
+pub use client::WhopClient;
 pub use error::WhopError;
 pub use members::Member;
-pub use types::{Access, Membership};
+pub use types::Access;

@@ -11,6 +11,7 @@ mod failures;
 mod forward_auth;
 mod forwarding;
 mod identity_sources;
+mod library_build;
 mod open_streams;
 mod paths;
 mod replicas;

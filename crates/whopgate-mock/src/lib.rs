@@ -265,6 +265,7 @@
 //! [`MockWhop::issued_codes`] (or `GET /_mock/oauth`).
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod admin;
 mod api;
