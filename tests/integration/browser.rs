@@ -125,3 +125,86 @@ async fn a_browser_signs_in_with_whop_sees_me_and_signs_out() {
     client.close().await.unwrap();
     drop(gate);
 }
+
+/// `whopgate demo` as a process, killed on drop; `site` is the address it tells a browser to
+/// open.
+struct Demo {
+    child: Child,
+    site: String,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Demo {
+    fn start() -> Demo {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(crate::support::process::binary())
+            .args(["demo", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start whopgate demo");
+        let stdout = child.stdout.take().unwrap();
+        let mut site = None;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.trim().strip_prefix("In a browser, open ") {
+                site = Some(url.trim_end_matches('/').to_owned());
+            }
+            if line.contains("Ctrl-C stops the demo") {
+                break;
+            }
+        }
+        let site = site.expect("the demo says what to open in a browser");
+        Demo { child, site }
+    }
+}
+
+/// The README's first command as a person tries it: the demo's address in a browser, each demo
+/// user picked on the mock's sign-in page, and the app's page saying whom the gate let in (or
+/// the checkout, for the user without access).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_in_a_browser_signs_in_each_demo_user() {
+    let Some((_driver, client)) = browser().await else { return };
+    let demo = Demo::start();
+    let site = &demo.site;
+    let text = |id: &'static str| {
+        let client = client.clone();
+        async move { client.find(Locator::Id(id)).await.unwrap().text().await.unwrap() }
+    };
+    for user in ["user_alice", "user_bob", "user_carol"] {
+        client.delete_all_cookies().await.unwrap();
+        client.goto(&format!("{site}/")).await.unwrap();
+        let page = client.find(Locator::Css("body")).await.unwrap().text().await.unwrap();
+        assert!(page.contains("Sign in with Whop") && page.contains("pick who you are"), "the mock's page: {page}");
+        client.find(Locator::Id(user)).await.unwrap().click().await.unwrap();
+        let url = client.current_url().await.unwrap();
+        if user == "user_bob" {
+            assert_eq!(url.as_str(), format!("{site}/checkout"), "Bob holds nothing: to checkout");
+            assert_eq!(text("checkout").await, "Checkout");
+            continue;
+        }
+        assert_eq!(url.as_str(), format!("{site}/"), "{user} lands back on the page first asked for");
+        assert_eq!(text("user").await, user);
+        assert_eq!(text("x-whopgate-source").await, "session");
+        assert_eq!(text("x-whop-resource-id").await, "prod_mockproduct1");
+        let level = if user == "user_carol" { "admin" } else { "customer" };
+        assert_eq!(text("x-whop-access-level").await, level);
+        let why = text("why").await;
+        assert!(why.contains(&format!("{level} of prod_mockproduct1")) && why.contains("signed in with Whop"), "{why}");
+    }
+    // Carol, still signed in, is on the company's team: /admin lets her in too.
+    client.goto(&format!("{site}/admin")).await.unwrap();
+    assert_eq!(text("x-whop-resource-id").await, "biz_mockcompany01");
+    assert_eq!(text("x-whop-access-level").await, "admin");
+    // Sign out: the next visit is the mock's page again.
+    client.find(Locator::Id("logout")).await.unwrap().click().await.unwrap();
+    client.goto(&format!("{site}/admin")).await.unwrap();
+    let page = client.find(Locator::Css("body")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("pick who you are"), "after signing out: {page}");
+    client.close().await.unwrap();
+}

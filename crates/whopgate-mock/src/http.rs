@@ -22,6 +22,15 @@ impl Reply {
         Reply { status: StatusCode::OK, body, headers: Vec::new() }
     }
 
+    /// A `200` HTML page (the mock's sign-in page).
+    pub(crate) fn html(page: String) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            body: Value::String(page),
+            headers: vec![(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))],
+        }
+    }
+
     /// A `302 Found` to `location`, without a body.
     pub(crate) fn redirect(location: HeaderValue) -> Reply {
         Reply { status: StatusCode::FOUND, body: Value::Null, headers: vec![(http::header::LOCATION, location)] }
@@ -85,15 +94,17 @@ impl Reply {
 
     /// The hyper response; a `Null` body (redirects) goes out empty, without a content type.
     pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
+        let typed = self.headers.iter().any(|(name, _)| name == CONTENT_TYPE);
         let body = match &self.body {
             Value::Null => Vec::new(),
+            Value::String(page) if typed => page.clone().into_bytes(),
             body => serde_json::to_vec(body).unwrap_or_default(),
         };
-        let empty = body.is_empty();
+        let json = !body.is_empty() && !typed;
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        if !empty {
+        if json {
             h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         for (name, value) in self.headers {
@@ -149,6 +160,11 @@ impl Query {
     }
 
     /// The last value of `name`.
+    /// Every `(name, value)` pair, decoded, in order.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }

@@ -130,6 +130,7 @@
 //! [oauth]                           # "Sign in with Whop" (see below)
 //! login_as = "user_alice"           # who /oauth/authorize signs in, without a page (id or
 //!                                   # username; default: user_alice, else the first user)
+//! login_page = false                # true: a page where a person picks the user instead
 //! code_ttl = "60s"                  # authorization codes (each works once)
 //! access_token_ttl = "1h"           # access tokens (`expires_in`) and id_tokens
 //! refresh_token_ttl = "30d"         # refresh tokens (each works once: they rotate)
@@ -205,7 +206,10 @@
 //! # Sign in with Whop (OAuth)
 //!
 //! OAuth 2.1 authorization code with PKCE (S256 only) and OpenID Connect, shaped as SPEC §1
-//! describes Whop's. No page is shown: authorize signs in `oauth.login_as` at once. These
+//! describes Whop's. No page is shown: authorize signs in `oauth.login_as` at once, unless
+//! `oauth.login_page` is on (what `whopgate demo` does), when a valid request gets a `200` HTML
+//! page listing the users, what each holds, and a link each that repeats the request with
+//! `mock_user=ID`. A `mock_user` (id or username) always picks the user to sign in. These
 //! endpoints take no API key. Their own errors are RFC 6749's `{"error","error_description"}`;
 //! injected faults answer in the Whop shape above, as on every endpoint.
 //!
@@ -220,7 +224,7 @@
 //!   `unsupported_response_type` (not `code`); `invalid_request` (a parameter repeated,
 //!   `code_challenge` missing or not 43 base64url characters, `code_challenge_method` absent,
 //!   `plain` or anything but `S256`); `invalid_scope` (`scope` without `openid`);
-//!   `access_denied` (the state has no users).
+//!   `access_denied` (the state has no users, or no `mock_user` of that name).
 //! - Success: `302` (no body) to `redirect_uri?code=…&state=…`, appended to any query the URI
 //!   has, values percent-encoded (`state` decodes to exactly what was sent). The code is
 //!   random, works once, within `oauth.code_ttl` (60 s), and is bound to the client, the
@@ -495,6 +499,12 @@ impl MockWhop {
     /// state's `oauth.login_as` does.
     pub fn set_login_as(&self, user: &str) -> Result<(), MockError> {
         self.inner.set_login_as(user).map(|_| ())
+    }
+
+    /// Makes `/oauth/authorize` show a page where a person picks the user (`true`), or sign in
+    /// [`MockWhop::login_as`] at once (`false`, the default), as the state's `oauth.login_page`.
+    pub fn set_login_page(&self, on: bool) -> Result<(), MockError> {
+        self.inner.set_login_page(on)
     }
 
     /// The user `/oauth/authorize` signs in.

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use super::api::OAuthEndpoint;
 use super::http::{Query, Reply};
 use super::runtime::{Inner, unix_now};
-use super::state::{OAuthClient, User};
+use super::state::{MockState, OAuthClient, User};
 
 /// Token requests are a few hundred bytes; anything near this is a client bug.
 const MAX_TOKEN_BODY: usize = 64 << 10;
@@ -394,9 +394,9 @@ fn authorize(inner: &Inner, query: &Query) -> Reply {
         Ok(r) => r,
         Err(e) => return invalid_request(&e),
     };
-    let (client, login_as, code_ttl) = inner.with_world(|w| {
+    let (client, login_as, login_page, code_ttl) = inner.with_world(|w| {
         let oauth = &w.state.oauth;
-        (oauth.client(client_id).cloned(), oauth.login_as.clone(), oauth.code_ttl)
+        (oauth.client(client_id).cloned(), oauth.login_as.clone(), oauth.login_page, oauth.code_ttl)
     });
     let Some(client) = client else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_client", &format!("unknown client_id {client_id}"));
@@ -412,7 +412,7 @@ fn authorize(inner: &Inner, query: &Query) -> Reply {
         params.extend(state.map(|s| ("state", s)));
         redirect_to(&with_params(redirect_uri, &params))
     };
-    let once = ["response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method"];
+    let once = ["response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "mock_user"];
     if let Some(name) = once.iter().find(|n| query.all(&[n]).len() > 1) {
         return refuse("invalid_request", &format!("{name} is given more than once"));
     }
@@ -450,15 +450,21 @@ fn authorize(inner: &Inner, query: &Query) -> Reply {
     if !scopes.contains(&"openid") {
         return refuse("invalid_scope", "scope must include openid");
     }
-    if login_as.is_empty() {
-        return refuse("access_denied", "the mock state has no user to sign in as");
-    }
+    let user_id = match query.get("mock_user").filter(|u| !u.is_empty()) {
+        Some(chosen) => match inner.with_world(|w| w.state.user(chosen).map(|u| u.id.clone())) {
+            Some(id) => id,
+            None => return refuse("access_denied", &format!("the mock state has no user {chosen}")),
+        },
+        None if login_page => return inner.with_world(|w| sign_in_page(query, &w.state)),
+        None if login_as.is_empty() => return refuse("access_denied", "the mock state has no user to sign in as"),
+        None => login_as,
+    };
 
     let issued = IssuedCode {
         code: String::new(),
         client_id: client.client_id,
         redirect_uri: redirect_uri.to_owned(),
-        user_id: login_as,
+        user_id,
         scope: scopes.join(" "),
         state: state.map(str::to_owned),
         nonce: query.get("nonce").filter(|n| !n.is_empty()).map(str::to_owned),
@@ -470,6 +476,69 @@ fn authorize(inner: &Inner, query: &Query) -> Reply {
     let mut params = vec![("code", code.as_str())];
     params.extend(state.map(|s| ("state", s)));
     redirect_to(&with_params(redirect_uri, &params))
+}
+
+/// The page `oauth.login_page` shows: one link per user, each back to this authorize request
+/// with `mock_user` added, and what that user holds, so a person sees whom they pick.
+fn sign_in_page(query: &Query, state: &MockState) -> Reply {
+    let mut back = String::from("/oauth/authorize?");
+    for (name, value) in query.pairs() {
+        back.extend(utf8_percent_encode(name, QUERY_VALUE));
+        back.push('=');
+        back.extend(utf8_percent_encode(value, QUERY_VALUE));
+        back.push('&');
+    }
+    let mut items = String::new();
+    for user in &state.users {
+        let href = format!("{back}mock_user={}", utf8_percent_encode(&user.id, QUERY_VALUE));
+        items.push_str(&format!(
+            "<li><a id=\"{id}\" href=\"{href}\">{name}</a> <code>{id}</code><br><small>{holds}</small></li>\n",
+            id = escape_html(&user.id),
+            href = escape_html(&href),
+            name = escape_html(user.name.as_deref().unwrap_or(&user.username)),
+            holds = escape_html(&holdings(state, &user.id)),
+        ));
+    }
+    Reply::html(format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sign in with Whop (mock)</title></head>\n\
+         <body><h1>Sign in with Whop</h1>\n<p>This is the local stand-in for Whop: pick who you are.</p>\n\
+         <ul>\n{items}</ul>\n</body></html>\n"
+    ))
+}
+
+/// What `user` holds, in words: their valid memberships and the teams they are on.
+fn holdings(state: &MockState, user: &str) -> String {
+    let title = |id: &str, titled: Option<&str>| titled.filter(|t| !t.is_empty()).unwrap_or(id).to_owned();
+    let mut held: Vec<String> = state
+        .memberships
+        .iter()
+        .filter(|m| m.user_id == user && m.status.is_valid())
+        .map(|m| format!("bought {}", title(&m.product_id, state.product(&m.product_id).map(|p| p.title.as_str()))))
+        .collect();
+    held.extend(
+        state
+            .companies
+            .iter()
+            .filter(|c| c.admins.iter().any(|a| a == user))
+            .map(|c| format!("on the team of {}", title(&c.id, Some(&c.title)))),
+    );
+    if held.is_empty() { "holds nothing".to_owned() } else { held.join(", ") }
+}
+
+/// Text made safe to put between HTML tags or in a quoted attribute.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The fields of a JSON token request.

@@ -119,6 +119,13 @@ impl Inner {
         })
     }
 
+    pub(crate) fn set_login_page(&self, on: bool) -> Result<(), MockError> {
+        self.update(|s| {
+            s.oauth.login_page = on;
+            Ok(())
+        })
+    }
+
     /// The OAuth codes and tokens (keep it short, and do not take the world lock meanwhile).
     pub(crate) fn oauth(&self) -> MutexGuard<'_, OAuthStore> {
         lock(&self.oauth)

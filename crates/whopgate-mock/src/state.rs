@@ -392,6 +392,10 @@ pub struct OAuthState {
     /// users at all, authorize answers `access_denied`.
     #[serde(default)]
     pub login_as: String,
+    /// Show a page at `/oauth/authorize` where a person picks the user to sign in as (what
+    /// `whopgate demo` does), instead of approving `login_as` at once. Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub login_page: bool,
     /// How long an authorization code can be exchanged (default 60 s).
     #[serde(default = "default_code_ttl", with = "super::serde_duration")]
     pub code_ttl: Duration,
@@ -412,6 +416,7 @@ impl Default for OAuthState {
     fn default() -> Self {
         OAuthState {
             login_as: String::new(),
+            login_page: false,
             code_ttl: DEFAULT_CODE_TTL,
             access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
             refresh_token_ttl: DEFAULT_REFRESH_TOKEN_TTL,

@@ -683,3 +683,57 @@ async fn oauth_state_is_checked() {
     let resp = authorize(&mock, &authorize_params(DEFAULT_APP_ID, &pkce.challenge)).await;
     refused_by_redirect(&resp, "access_denied");
 }
+
+/// The `href` of the link with `id` on a page, HTML entities of `&` undone.
+fn link_of(page: &str, id: &str) -> String {
+    let start = page.find(&format!("<a id=\"{id}\" href=\"")).unwrap_or_else(|| panic!("no link {id} in {page}"));
+    let rest = &page[start + format!("<a id=\"{id}\" href=\"").len()..];
+    rest[..rest.find('"').unwrap()].replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn the_login_page_lists_the_users_and_a_link_signs_that_user_in() {
+    let mut state = MockState::default();
+    state.users[1].name = Some("Bob <script>alert(1)</script>".into());
+    let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), state).unwrap();
+    // Off by default: authorize approves login_as at once.
+    let pkce = Pkce::new();
+    let (base, _) = redirected(&authorize(&mock, &authorize_params(DEFAULT_APP_ID, &pkce.challenge)).await);
+    assert_eq!(base, CALLBACK);
+
+    mock.set_login_page(true).unwrap();
+    let resp = authorize(&mock, &authorize_params(DEFAULT_APP_ID, &pkce.challenge)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("Bob &lt;script&gt;alert(1)&lt;/script&gt;"), "names are escaped: {page}");
+    assert!(!page.contains("<script>"), "{page}");
+    for (user, holds) in [
+        ("user_alice", "bought Mock Product One"),
+        ("user_bob", "holds nothing"),
+        ("user_carol", "on the team of Mock Company"),
+        ("user_dave", "holds nothing"),
+    ] {
+        let item = &page[page.find(&format!("id=\"{user}\"")).unwrap()..];
+        assert!(item[..item.find("</li>").unwrap()].contains(holds), "{user} {holds}: {page}");
+    }
+    assert_eq!(mock.issued_codes().len(), 1, "the page issues no code");
+
+    let carol = link_of(&page, "user_carol");
+    let resp = browser().get(format!("{}{carol}", mock.base_url())).send().await.unwrap();
+    let (base, params) = redirected(&resp);
+    assert_eq!(base, CALLBACK);
+    assert_eq!(params.get("state").map(String::as_str), Some(STATE), "the state comes back exactly");
+    let issued = mock.issued_codes().pop().unwrap();
+    assert_eq!((issued.code.as_str(), issued.user_id.as_str()), (params["code"].as_str(), "user_carol"));
+    assert_eq!(issued.code_challenge, pkce.challenge, "the link repeats the request it came from");
+
+    let unknown = with(authorize_params(DEFAULT_APP_ID, &pkce.challenge), "mock_user", Some("user_nobody"));
+    refused_by_redirect(&authorize(&mock, &unknown).await, "access_denied");
+    let twice = [authorize_params(DEFAULT_APP_ID, &pkce.challenge), vec![("mock_user", "alice"), ("mock_user", "bob")]]
+        .concat();
+    refused_by_redirect(&authorize(&mock, &twice).await, "invalid_request");
+    let by_username = with(authorize_params(DEFAULT_APP_ID, &pkce.challenge), "mock_user", Some("bob"));
+    redirected(&authorize(&mock, &by_username).await);
+    assert_eq!(mock.issued_codes().pop().unwrap().user_id, "user_bob");
+}
