@@ -1,7 +1,6 @@
 //! The gate answering whopgate's own endpoints under `prefix` (see [`crate::endpoints`]).
 
-use std::future::{Future, ready};
-use std::pin::Pin;
+use std::future::ready;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,14 +10,12 @@ use serde_json::json;
 use super::GateState;
 use super::answer::Answer;
 use super::denial::Denial;
-use super::judge::Judgement;
+use super::judge::{Answering, Judgement};
 use super::negotiate::ResponseStyle;
 use crate::endpoints::Endpoint;
 use crate::identity::{Identified, Identity};
 use crate::response::json_response;
 use crate::webhook;
-
-type Answering = Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>;
 
 fn now(response: Response<Bytes>) -> Answering {
     Box::pin(ready(response))

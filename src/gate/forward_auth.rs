@@ -14,8 +14,6 @@
 //! judged as it is (a `GET {prefix}/auth` under whatever rule covers that path), so a forged
 //! `X-Forwarded-Uri` cannot make a protected path look public.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,7 +22,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 
 use super::denial::{BadRequest, Denial};
-use super::judge::{Judgement, Verdict, settle};
+use super::judge::{Answering, Judgement, Verdict, settle};
 use super::negotiate::ResponseStyle;
 use super::record::LogLine;
 use super::{ConnectionFacts, GateState};
@@ -125,8 +123,6 @@ fn described<B>(req: &Request<B>) -> Result<Option<(FrontEnd, Request<()>)>, Bad
     Ok(Some((front_end, described)))
 }
 
-type Answer = Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>;
-
 impl GateState {
     /// `{prefix}/auth`: judges the described request (or this one, from an untrusted peer, or
     /// when nothing is described) and answers the front end.
@@ -179,7 +175,7 @@ impl GateState {
             return self.answered(front_end, judgement);
         };
         let state = self.clone();
-        let answer: Answer = Box::pin(async move {
+        let answer: Answering = Box::pin(async move {
             let verdict = later.verdict.await;
             let judgement = state.conclude(&mut judged, Some(later.rule), verdict, &request_id, log, false);
             state.respond_logged(front_end, judgement)

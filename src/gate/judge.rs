@@ -63,6 +63,9 @@ pub(crate) struct Later {
     pub verdict: Pin<Box<dyn Future<Output = Verdict> + Send>>,
 }
 
+/// A response still being made (an endpoint that asks Whop, or a webhook being read).
+pub(crate) type Answering = Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>;
+
 /// The gate's answer to [`GateState::judge`].
 pub(crate) enum Judgement {
     /// Pass the (rewritten) request on, with who is calling when known.
@@ -78,7 +81,7 @@ pub(crate) enum Judgement {
     /// Wait for this, then [`GateState::conclude`].
     Later(Later),
     /// One of whopgate's own endpoints: answer with what this future gives.
-    Answer { answer: Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>, log: Option<Box<LogLine>> },
+    Answer { answer: Answering, log: Option<Box<LogLine>> },
     /// A webhook delivery: answer with what [`GateState::receive_webhook`] makes of its body.
     Webhook { gate: Arc<GateState>, log: Option<Box<LogLine>> },
 }

@@ -460,6 +460,18 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_app_can_serve_the_gates_metrics_and_count_its_rules() {
+        let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
+        let gate = gate_for(&mock).await;
+        assert_eq!(gate.rule_count(), 2);
+        let service = gate.layer().layer(service_fn(echo));
+        let response = service.oneshot(request("/x", None)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let text = gate.render_metrics();
+        assert!(text.contains(r#"whopgate_requests_total{decision="unauthenticated",route="/"} 1"#), "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn allowed_requests_carry_headers_and_the_whop_user() {
         let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
         let gate = gate_for(&mock).await;

@@ -17,7 +17,7 @@ use super::ConnectionFacts;
 use super::GateState;
 use super::body::GateBody;
 use super::handoff::{Handoff, InsertIdentity};
-use super::judge::{Judgement, Verdict};
+use super::judge::{Answering, Judgement, Verdict};
 use super::record::{self, LogLine, Record};
 use super::request_id::{self, X_REQUEST_ID};
 use super::stream_watch::{StreamControl, Subject};
@@ -212,7 +212,7 @@ pin_project! {
         },
         Inner { #[pin] fut: S::Future, decision: Decision, log: Option<Box<LogLine>>, subject: Option<Subject> },
         Answering {
-            answer: Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>,
+            answer: Answering,
             log: Option<Box<LogLine>>,
         },
         Denied { response: Option<Response<Bytes>>, decision: Option<Decision>, log: Option<Box<LogLine>> },

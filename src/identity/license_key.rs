@@ -49,22 +49,22 @@ impl std::error::Error for LicenseKeyError {}
 
 /// What Whop said about a key, as cached.
 #[derive(Debug, Clone)]
-enum Answer {
+enum KeyRecord {
     Unknown,
     Found { identity: Arc<Identity>, status: Option<MembershipStatus>, status_text: Arc<str> },
 }
 
 /// Cache entries live by what they say: a known key `ttl`, an unknown one `negative_ttl`.
-struct ByAnswer {
+struct ByRecord {
     ttl: Duration,
     negative_ttl: Duration,
 }
 
-impl moka::Expiry<Arc<str>, Answer> for ByAnswer {
-    fn expire_after_create(&self, _key: &Arc<str>, value: &Answer, _at: Instant) -> Option<Duration> {
+impl moka::Expiry<Arc<str>, KeyRecord> for ByRecord {
+    fn expire_after_create(&self, _key: &Arc<str>, value: &KeyRecord, _at: Instant) -> Option<Duration> {
         Some(match value {
-            Answer::Unknown => self.negative_ttl,
-            Answer::Found { .. } => self.ttl,
+            KeyRecord::Unknown => self.negative_ttl,
+            KeyRecord::Found { .. } => self.ttl,
         })
     }
 }
@@ -75,7 +75,7 @@ pub struct LicenseKeyVerifier {
     bearer: bool,
     valid_statuses: Vec<MembershipStatus>,
     client: Arc<WhopClient>,
-    cache: moka::future::Cache<Arc<str>, Answer>,
+    cache: moka::future::Cache<Arc<str>, KeyRecord>,
     keys_by_user: Mutex<HashMap<Arc<str>, Vec<Arc<str>>>>,
     counters: CacheCounters,
 }
@@ -99,7 +99,7 @@ impl LicenseKeyVerifier {
     ) -> Arc<Self> {
         let cache = moka::future::Cache::builder()
             .max_capacity(max_entries)
-            .expire_after(ByAnswer { ttl, negative_ttl })
+            .expire_after(ByRecord { ttl, negative_ttl })
             .build();
         Arc::new(Self {
             header: config.header.clone(),
@@ -155,23 +155,23 @@ impl LicenseKeyVerifier {
             self.counters.hit.inc()
         }
         match entry.into_value() {
-            Answer::Unknown => Err(LicenseKeyError::Unknown),
-            Answer::Found { identity, status, status_text } => match status {
+            KeyRecord::Unknown => Err(LicenseKeyError::Unknown),
+            KeyRecord::Found { identity, status, status_text } => match status {
                 Some(s) if self.valid_statuses.contains(&s) => Ok(identity),
                 _ => Err(LicenseKeyError::NotValid { status: status_text.to_string() }),
             },
         }
     }
 
-    async fn fetch(&self, key: Arc<str>) -> Result<Answer, WhopError> {
+    async fn fetch(&self, key: Arc<str>) -> Result<KeyRecord, WhopError> {
         let membership = match self.client.membership(&key).await {
             Ok(m) => m,
-            Err(WhopError::NotFound) => return Ok(Answer::Unknown),
+            Err(WhopError::NotFound) => return Ok(KeyRecord::Unknown),
             Err(e) => return Err(e),
         };
         let Some(identity) = membership.user_id.as_deref().and_then(|u| Identity::new(u, Source::LicenseKey)) else {
             // A membership without a usable user cannot identify anyone.
-            return Ok(Answer::Unknown);
+            return Ok(KeyRecord::Unknown);
         };
         let identity = Arc::new(identity);
         let mut by_user = self.keys_by_user.lock().unwrap_or_else(PoisonError::into_inner);
@@ -179,7 +179,7 @@ impl LicenseKeyVerifier {
         if !keys.contains(&key) {
             keys.push(key);
         }
-        Ok(Answer::Found {
+        Ok(KeyRecord::Found {
             identity,
             status: membership.status,
             status_text: Arc::from(membership.status_text.as_str()),
