@@ -322,7 +322,7 @@ impl AccessCache {
         let cache = self.clone();
         let resource = self.resources[usize::from(key.resource)].clone();
         self.runtime.spawn(async move {
-            let result = cache.fetch(&key.user, &resource).await;
+            let result = cache.fetch(&key.user, &resource, &invalidated).await;
             match &result {
                 Ok(entry) => cache.store(&key, *entry, &invalidated),
                 Err(_) => cache.postpone_refresh(&key, &invalidated),
@@ -337,8 +337,8 @@ impl AccessCache {
 
     /// The entry one fetch makes: from the shared store when it holds a decision not yet due
     /// for refresh (aged from when its backend answered), else from the backend, whose answer
-    /// the store then keeps.
-    async fn fetch(&self, user: &str, resource: &str) -> Result<Entry, WhopError> {
+    /// the store then keeps — unless the key was `invalidated` meanwhile.
+    async fn fetch(&self, user: &str, resource: &str, invalidated: &AtomicBool) -> Result<Entry, WhopError> {
         if let Some(store) = &self.shared {
             if let Some(entry) = self.stored_entry(store.as_ref(), user, resource).await {
                 return Ok(entry);
@@ -360,6 +360,12 @@ impl AccessCache {
         let entry = self.entry_for(access, Instant::now());
         if let Some(store) = &self.shared {
             store.put(user, resource, access, self.ttl(access)).await;
+            // The invalidation flags this fetch before it clears the store, so either it sees
+            // our put and clears it, or we see the flag here and clear it ourselves: an answer
+            // from before a revocation never stays in the store for other replicas.
+            if invalidated.load(Ordering::SeqCst) {
+                store.forget_user(user).await;
+            }
         }
         Ok(entry)
     }

@@ -146,6 +146,35 @@ async fn a_cold_key_asked_on_both_replicas_at_once_costs_one_whop_call() {
     assert_eq!(r.mock.calls(EndpointKind::Access), 1);
 }
 
+/// Whop's answer to a question asked before a membership ended, landing in Redis after the
+/// webhook that ended it: the other replica must ask Whop again, not serve that answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_in_flight_during_a_revocation_is_not_shared() {
+    if !require_tool("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let r = replicas(&redis).await;
+    let (user, membership) = ("user_load0005", "mem_load00000005");
+    r.mock.set_fault(EndpointKind::Access, Fault::latency(Duration::from_millis(700)));
+    r.mock.reset_calls();
+    // a asks Whop about a cold key (Whop will say "customer"); the membership ends while it
+    // waits, and the webhook reaches a before Whop's answer does.
+    let revoke = async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let body = event("membership.deactivated", json!({"id": membership, "user": {"id": user}}));
+        assert_eq!(deliver_signed(&r.a, &format!("msg_inflight_{}", now()), &body).await.status(), 200);
+    };
+    let (asked, ()) = tokio::join!(r.status(&r.a, user), revoke);
+    assert_eq!(asked, 200, "the request already asking gets Whop's answer");
+    assert_eq!(r.mock.calls(EndpointKind::Access), 1);
+    r.mock.clear_fault(EndpointKind::Access);
+    r.mock.set_membership_status(membership, MembershipStatus::Expired).unwrap();
+    assert_eq!(r.status(&r.b, user).await, 403, "b served the answer from before the revocation");
+    assert_eq!(r.mock.calls(EndpointKind::Access), 2, "b asked Whop");
+    assert_eq!(r.status(&r.a, user).await, 403, "a did not keep it either");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_away_under_load_fails_no_request_and_sharing_comes_back() {
     if !require_tool("redis-server") {
