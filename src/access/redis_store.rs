@@ -43,7 +43,8 @@ const CHANNEL: &str = "whopgate:invalidate";
 pub trait Invalidation: Send + Sync {
     /// Forget `user` in this process (the store already has).
     fn user(&self, user: &str);
-    /// Forget every decision this process holds.
+    /// Forget every decision (and every other answer about access, such as license keys) this
+    /// process holds: it may have missed announcements.
     fn everything(&self);
 }
 

@@ -378,6 +378,7 @@ impl Invalidation for ReplicaInvalidation {
     fn everything(&self) {
         if let Some(state) = self.0.upgrade() {
             state.access.clear_local();
+            state.identifier.forget_everyone();
         }
     }
 }

@@ -203,6 +203,13 @@ impl Identifier {
         }
     }
 
+    /// Forgets what the sources cached about everyone (after missed invalidations).
+    pub fn forget_everyone(&self) {
+        if let Some(v) = &self.license_key {
+            v.forget_everyone();
+        }
+    }
+
     /// Resolves once the keys every source needs are loaded (the first JWKS fetch is done).
     pub async fn keys_loaded(&self) {
         if let Some(v) = &self.user_token {

@@ -196,6 +196,12 @@ impl LicenseKeyVerifier {
         }
     }
 
+    /// Forgets every cached key: its membership may have changed while nobody could say so.
+    pub fn forget_everyone(&self) {
+        self.keys_by_user.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.cache.invalidate_all();
+    }
+
     /// Keys cached (approximate).
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()

@@ -235,3 +235,65 @@ async fn redis_going_away_under_load_fails_no_request_and_sharing_comes_back() {
         "fan-out did not resume after Redis came back"
     );
 }
+
+/// A replica that lost its subscription may have missed what was published meanwhile: once it
+/// is back it forgets its license keys too (not only its decisions), so a key whose membership
+/// ended during the outage stops working there, even for a user who still has access.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_back_from_an_outage_forgets_license_keys_it_may_have_missed_news_of() {
+    if !require_tool("redis-server") {
+        return;
+    }
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let up = Upstream::start().await;
+    let mut state = state_with_customers(3);
+    let (user, membership, key) = ("user_load0001", "mem_load00000001", "LOAD-KEY-0001");
+    state.memberships.iter_mut().find(|m| m.id == membership).unwrap().license_key = Some(key.to_owned());
+    // A second, keyless membership keeps the user a customer: only the key's own membership
+    // ends, so only the cached license-key answer can let the key in afterwards.
+    state.memberships.push(whopgate_mock::Membership::new(
+        "mem_load00000099".to_owned(),
+        user.to_owned(),
+        "prod_mockproduct1",
+        MembershipStatus::Active,
+    ));
+    let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), state).unwrap();
+    let rest = format!(
+        "[cache]\nttl = \"1h\"\nnegative_ttl = \"1h\"\nredis_url = \"{}\"\n\n[webhook]\nsecret = \"{SECRET}\"\n\n[identity]\nsources = [\"license_key\"]\n\n[[route]]\npath = \"/\"\nrequire = [\"prod_mockproduct1\"]\nmode = \"api\"\n",
+        redis.url()
+    );
+    let config = gated_config(&up.url(), &mock, "", &rest);
+    let (a, b) = (Whopgate::start(&config), Whopgate::start(&config));
+    for gate in [&a, &b] {
+        assert!(gate.wait_for_log("Redis is reachable", Duration::from_secs(10)).is_some(), "{:?}", gate.logs());
+    }
+    let client = reqwest::Client::new();
+    let with_key = |gate: &Whopgate| client.get(gate.url("/app")).header("x-whop-license-key", key).send();
+    assert_eq!(with_key(&b).await.unwrap().status(), 200, "the key is cached on b");
+
+    redis.kill();
+    assert!(b.wait_for_log("Redis is unreachable", Duration::from_secs(5)).is_some(), "{:?}", b.logs());
+    // The membership ends during the outage; a hears of it, b cannot.
+    mock.set_membership_status(membership, MembershipStatus::Expired).unwrap();
+    let body = event("membership.deactivated", json!({"id": membership, "user": {"id": user}}));
+    assert_eq!(deliver_signed(&a, &format!("msg_outage_{}", now()), &body).await.status(), 200);
+    assert!(
+        a.wait_for_log("could not reach the other replicas", Duration::from_secs(10)).is_some(),
+        "a gave up telling the others: {:?}",
+        a.logs()
+    );
+    assert_eq!(with_key(&b).await.unwrap().status(), 200, "b could not know yet");
+
+    let _redis = Redis::start_on(port);
+    let started = Instant::now();
+    loop {
+        let status = with_key(&b).await.unwrap().status().as_u16();
+        if status != 200 {
+            assert_eq!(status, 403, "a key whose membership ended");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "b still lets the ended membership's key in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
