@@ -92,17 +92,20 @@ impl tower_service::Service<Request<Incoming>> for ProxyService {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(self.clone().forward(req, None))
+        self.forward(req, None)
     }
 }
 
 impl ProxyService {
-    async fn forward(
-        self,
+    /// The request rewritten now, then the exchange as a future that holds only what it needs:
+    /// the future is boxed and moved once per request, so every byte of it costs.
+    fn forward(
+        &self,
         req: Request<Incoming>,
         identity: Option<IdentityHeaders>,
-    ) -> Result<Response<ProxyBody>, Infallible> {
-        self.conn.forward(req, identity.as_ref()).await
+    ) -> <Self as tower_service::Service<Request<Incoming>>>::Future {
+        let prepared = self.conn.prepare(req);
+        Box::pin(ClientConn::forward(self.conn.clone(), prepared, identity))
     }
 }
 
@@ -123,52 +126,71 @@ impl Handoff<ProxyService, Incoming> for WriteIdentityHeaders {
         req: Request<Incoming>,
         cleared: Option<Cleared>,
     ) -> <ProxyService as tower_service::Service<Request<Incoming>>>::Future {
-        Box::pin(inner.clone().forward(req, cleared.map(|c| c.headers)))
+        inner.forward(req, cleared.map(|c| c.headers))
     }
 }
 
+/// A request rewritten for the upstream, before anything is sent.
+struct Prepared {
+    parts: http::request::Parts,
+    body: Option<Incoming>,
+    forwarded: Forwarded,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
 impl ClientConn {
-    async fn forward(
-        &self,
-        mut req: Request<Incoming>,
-        identity: Option<&IdentityHeaders>,
-    ) -> Result<Response<ProxyBody>, Infallible> {
+    fn prepare(&self, mut req: Request<Incoming>) -> Prepared {
         let found = headers::NamesFound::scan(req.headers());
         let upgrade = req.version() == Version::HTTP_11 && found.wants_upgrade(req.method(), req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let forwarded = prepare_request(&mut req, &found, &self.peer, upgrade);
-
         let (parts, body) = req.into_parts();
         let body = (!body.is_end_stream()).then_some(body);
-        let added = Added { forwarded: &forwarded, identity };
-        let exchange = match self.send(&parts, added, body).await {
-            Ok(exchange) => exchange,
-            Err(e) => return Ok(self.fail(e)),
-        };
-        let Exchange { response, framing, keep_alive, conn } = exchange;
-        self.proxy.metrics.upstream_status(response.status().as_u16());
-        let (mut parts, ()) = response.into_parts();
-        // Our answer to the client is HTTP/1.1 (or h2) whatever the upstream spoke.
-        parts.version = Version::HTTP_11;
+        Prepared { parts, body, forwarded, client_upgrade }
+    }
 
-        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            // An upstream that switches protocols unasked, or to another protocol than the
-            // one asked for, cannot be followed: the tunnel would carry requests never judged.
-            let to_websocket =
-                parts.headers.get_all(header::UPGRADE).iter().all(|v| v.to_str().is_ok_and(upgrade::is_tunnelled));
-            let Some(client) = client_upgrade.filter(|_| to_websocket && parts.headers.contains_key(header::UPGRADE))
-            else {
-                return Ok(self.fail(ProxyError::UnexpectedUpgrade));
+    /// An `async` block rather than an `async fn`: an `async fn` moves every argument into a
+    /// local of its own, so the future would hold the prepared request twice.
+    #[allow(clippy::manual_async_fn)]
+    fn forward(
+        self: Arc<Self>,
+        mut prepared: Prepared,
+        identity: Option<IdentityHeaders>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send {
+        async move {
+            let added = Added { forwarded: &prepared.forwarded, identity: identity.as_ref() };
+            let exchange = match self.send(&prepared.parts, added, prepared.body.take()).await {
+                Ok(exchange) => exchange,
+                Err(e) => return Ok(self.fail(e)),
             };
-            let (socket, early) = conn.into_upgraded();
-            let (control, watch) = StreamControl::new();
-            upgrade::tunnel(client, socket, early, watch);
-            let mut response = Response::from_parts(parts, ProxyBody::empty());
-            // The gate in front hands the tunnel its watch through this (a gated route's only).
-            response.extensions_mut().insert(control);
-            return Ok(response);
+            let Exchange { response, framing, keep_alive, conn } = exchange;
+            self.proxy.metrics.upstream_status(response.status().as_u16());
+            let (mut parts, ()) = response.into_parts();
+            // Our answer to the client is HTTP/1.1 (or h2) whatever the upstream spoke.
+            parts.version = Version::HTTP_11;
+
+            if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                // An upstream that switches protocols unasked, or to another protocol than the
+                // one asked for, cannot be followed: the tunnel would carry requests never judged.
+                let to_websocket =
+                    parts.headers.get_all(header::UPGRADE).iter().all(|v| v.to_str().is_ok_and(upgrade::is_tunnelled));
+                let Some(client) = prepared
+                    .client_upgrade
+                    .take()
+                    .filter(|_| to_websocket && parts.headers.contains_key(header::UPGRADE))
+                else {
+                    return Ok(self.fail(ProxyError::UnexpectedUpgrade));
+                };
+                let (socket, early) = conn.into_upgraded();
+                let (control, watch) = StreamControl::new();
+                upgrade::tunnel(client, socket, early, watch);
+                let mut response = Response::from_parts(parts, ProxyBody::empty());
+                // The gate in front hands the tunnel its watch through this (a gated route's only).
+                response.extensions_mut().insert(control);
+                return Ok(response);
+            }
+            Ok(Response::from_parts(parts, ProxyBody::upstream(conn, framing, keep_alive, self.pool.clone())))
         }
-        Ok(Response::from_parts(parts, ProxyBody::upstream(conn, framing, keep_alive, self.pool.clone())))
     }
 
     fn fail(&self, error: ProxyError) -> Response<ProxyBody> {
