@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use whopgate_mock::{EndpointKind, Fault, MembershipStatus, MockWhop};
+use whopgate_mock::{EndpointKind, Fault, MembershipStatus, MockState, MockWhop};
 
 use crate::support::redis::Redis;
 use crate::support::{Upstream, Whopgate, gated_config, require_tool, state_with_customers};
@@ -27,10 +27,16 @@ async fn replicas(redis: &Redis) -> Replicas {
 
 /// Two replicas; `whop_extra` goes into their `[whop]` table.
 async fn replicas_with(redis: &Redis, whop_extra: &str) -> Replicas {
+    replicas_of(redis, state_with_customers(20), whop_extra, "").await
+}
+
+/// Two replicas over a mock with `state`; `whop_extra` goes into their `[whop]` table, `tables`
+/// (e.g. `[identity]`) beside the others.
+async fn replicas_of(redis: &Redis, state: MockState, whop_extra: &str, tables: &str) -> Replicas {
     let up = Upstream::start().await;
-    let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), state_with_customers(20)).unwrap();
+    let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), state).unwrap();
     let rest = format!(
-        "[cache]\nttl = \"1h\"\nnegative_ttl = \"1h\"\nredis_url = \"{}\"\n\n[webhook]\nsecret = \"{SECRET}\"\n\n[[route]]\npath = \"/\"\nrequire = [\"prod_mockproduct1\"]\nmode = \"api\"\n",
+        "[cache]\nttl = \"1h\"\nnegative_ttl = \"1h\"\nredis_url = \"{}\"\n\n[webhook]\nsecret = \"{SECRET}\"\n\n{tables}\n\n[[route]]\npath = \"/\"\nrequire = [\"prod_mockproduct1\"]\nmode = \"api\"\n",
         redis.url()
     );
     let config = gated_config(&up.url(), &mock, whop_extra, &rest);
@@ -246,7 +252,6 @@ async fn a_replica_back_from_an_outage_forgets_license_keys_it_may_have_missed_n
     }
     let mut redis = Redis::start();
     let port = redis.port;
-    let up = Upstream::start().await;
     let mut state = state_with_customers(3);
     let (user, membership, key) = ("user_load0001", "mem_load00000001", "LOAD-KEY-0001");
     state.memberships.iter_mut().find(|m| m.id == membership).unwrap().license_key = Some(key.to_owned());
@@ -258,37 +263,28 @@ async fn a_replica_back_from_an_outage_forgets_license_keys_it_may_have_missed_n
         "prod_mockproduct1",
         MembershipStatus::Active,
     ));
-    let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), state).unwrap();
-    let rest = format!(
-        "[cache]\nttl = \"1h\"\nnegative_ttl = \"1h\"\nredis_url = \"{}\"\n\n[webhook]\nsecret = \"{SECRET}\"\n\n[identity]\nsources = [\"license_key\"]\n\n[[route]]\npath = \"/\"\nrequire = [\"prod_mockproduct1\"]\nmode = \"api\"\n",
-        redis.url()
-    );
-    let config = gated_config(&up.url(), &mock, "", &rest);
-    let (a, b) = (Whopgate::start(&config), Whopgate::start(&config));
-    for gate in [&a, &b] {
-        assert!(gate.wait_for_log("Redis is reachable", Duration::from_secs(10)).is_some(), "{:?}", gate.logs());
-    }
-    let client = reqwest::Client::new();
+    let r = replicas_of(&redis, state, "", "[identity]\nsources = [\"license_key\"]").await;
+    let (a, b, mock, client) = (&r.a, &r.b, &r.mock, &r.client);
     let with_key = |gate: &Whopgate| client.get(gate.url("/app")).header("x-whop-license-key", key).send();
-    assert_eq!(with_key(&b).await.unwrap().status(), 200, "the key is cached on b");
+    assert_eq!(with_key(b).await.unwrap().status(), 200, "the key is cached on b");
 
     redis.kill();
     assert!(b.wait_for_log("Redis is unreachable", Duration::from_secs(5)).is_some(), "{:?}", b.logs());
     // The membership ends during the outage; a hears of it, b cannot.
     mock.set_membership_status(membership, MembershipStatus::Expired).unwrap();
     let body = event("membership.deactivated", json!({"id": membership, "user": {"id": user}}));
-    assert_eq!(deliver_signed(&a, &format!("msg_outage_{}", now()), &body).await.status(), 200);
+    assert_eq!(deliver_signed(a, &format!("msg_outage_{}", now()), &body).await.status(), 200);
     assert!(
         a.wait_for_log("could not reach the other replicas", Duration::from_secs(10)).is_some(),
         "a gave up telling the others: {:?}",
         a.logs()
     );
-    assert_eq!(with_key(&b).await.unwrap().status(), 200, "b could not know yet");
+    assert_eq!(with_key(b).await.unwrap().status(), 200, "b could not know yet");
 
     let _redis = Redis::start_on(port);
     let started = Instant::now();
     loop {
-        let status = with_key(&b).await.unwrap().status().as_u16();
+        let status = with_key(b).await.unwrap().status().as_u16();
         if status != 200 {
             assert_eq!(status, 403, "a key whose membership ended");
             break;
