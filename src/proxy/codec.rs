@@ -140,7 +140,9 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     let head = buf.split_to(len).freeze();
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
 
-    // Room for what the gate adds (x-request-id) without growing the map again.
+    // Room for what the gate adds (x-request-id) without growing the map again. Not tighter:
+    // hyper keeps the response's map (cleared) for the next request on the connection, which
+    // then needs room for the headers the gate and proxy may add.
     let mut headers = HeaderMap::with_capacity(count + 2);
     let mut content_length: Option<u64> = None;
     let mut chunked = false;

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 use super::Added;
 use super::codec::{self, CodecError, Framing, Head};
+use super::deadline::Deadlines;
 
 /// Read buffer size: one read takes a typical response whole.
 const READ_CHUNK: usize = 16 * 1024;
@@ -106,7 +107,7 @@ impl UpstreamConn {
     }
 
     /// Sends `req` (head and body) and reads the response head. Every wait on the upstream is
-    /// bounded by `timeout`. On failure, the flag says whether the request may be sent again on
+    /// bounded by `timeout` (kept by the worker's `deadlines` when there are). On failure, the flag says whether the request may be sent again on
     /// another connection: only when nothing of it can have been acted on.
     pub(crate) async fn send(
         mut self,
@@ -114,6 +115,7 @@ impl UpstreamConn {
         added: Added<'_>,
         body: Option<Incoming>,
         timeout: Duration,
+        deadlines: Option<&Deadlines>,
     ) -> Result<Exchange, (UpstreamError, bool)> {
         let reused = self.uses > 0;
         self.uses += 1;
@@ -148,10 +150,11 @@ impl UpstreamConn {
                     self.io.write_all(&self.write).await.map_err(|e| (UpstreamError::Io(e), true))?;
                     self.read_head(method).await.map_err(|e| (e, false))
                 };
-                match tokio::time::timeout(timeout, exchange).await {
-                    Ok(result) => result,
-                    Err(_) => Err((UpstreamError::Timeout, false)),
-                }
+                let bounded = match deadlines {
+                    Some(deadlines) => deadlines.bound(exchange).await.ok(),
+                    None => tokio::time::timeout(timeout, exchange).await.ok(),
+                };
+                bounded.unwrap_or(Err((UpstreamError::Timeout, false)))
             }
             Some(mut body) => match self.send_body(&mut body, framing, timeout).await {
                 Err(e) => Err((e, true)),

@@ -12,6 +12,7 @@
 mod body;
 mod codec;
 mod conn;
+mod deadline;
 mod error;
 pub mod headers;
 mod pool;
@@ -20,7 +21,7 @@ mod upgrade;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use tokio_util::sync::ReusableBoxFuture;
 
 pub use body::ProxyBody;
 pub use error::ProxyError;
@@ -53,14 +55,15 @@ impl Proxy {
         Arc::new(Self { upstream, timeout, metrics })
     }
 
-    /// A fresh connection pool, one per worker thread.
+    /// A fresh connection pool, one per worker thread (made on the worker's runtime, where it
+    /// keeps its exchanges' timeout).
     pub fn new_pool(&self) -> Arc<UpstreamPool> {
-        UpstreamPool::new(self.upstream.clone())
+        UpstreamPool::new(self.upstream.clone(), self.timeout)
     }
 
     /// The service for one client connection from `peer`, using the worker's `pool`.
     pub fn service(self: &Arc<Self>, pool: Arc<UpstreamPool>, peer: Peer) -> ProxyService {
-        ProxyService { conn: Arc::new(ClientConn { proxy: self.clone(), pool, peer }) }
+        ProxyService { conn: Arc::new(ClientConn { proxy: self.clone(), pool, peer, spare: Mutex::new(None) }) }
     }
 }
 
@@ -75,17 +78,68 @@ pub struct ProxyService {
 }
 
 /// What the requests of one client connection share.
-#[derive(Debug)]
 struct ClientConn {
     proxy: Arc<Proxy>,
     pool: Arc<UpstreamPool>,
     peer: Peer,
+    /// The allocation the previous request's exchange ran in, for the next one: every exchange
+    /// is the same future type, too big (about 1.8 KiB) for the allocator's fast path.
+    spare: Mutex<Option<ExchangeBox>>,
+}
+
+impl std::fmt::Debug for ClientConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConn").field("peer", &self.peer).finish_non_exhaustive()
+    }
+}
+
+type ExchangeBox = ReusableBoxFuture<'static, Result<Response<ProxyBody>, Infallible>>;
+
+/// [`ProxyService`]'s response future: the exchange, in an allocation that goes back to its
+/// connection for the next request once the exchange is done.
+pub struct ResponseFuture {
+    exchange: Option<ExchangeBox>,
+    done: bool,
+    home: Arc<ClientConn>,
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").field("done", &self.done).finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(exchange) = this.exchange.as_mut() else {
+            // Polled after completion: stay pending rather than panic.
+            return Poll::Pending;
+        };
+        let result = std::task::ready!(exchange.poll(cx));
+        this.done = true;
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        // Only a finished exchange holds nothing; an abandoned one (the client left) is dropped
+        // here with its allocation, so its upstream connection closes now.
+        if self.done
+            && let Some(exchange) = self.exchange.take()
+        {
+            *self.home.spare.lock().unwrap_or_else(PoisonError::into_inner) = Some(exchange);
+        }
+    }
 }
 
 impl tower_service::Service<Request<Incoming>> for ProxyService {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -105,7 +159,16 @@ impl ProxyService {
         identity: Option<IdentityHeaders>,
     ) -> <Self as tower_service::Service<Request<Incoming>>>::Future {
         let prepared = self.conn.prepare(req);
-        Box::pin(ClientConn::forward(self.conn.clone(), prepared, identity))
+        let exchange = ClientConn::forward(self.conn.clone(), prepared, identity);
+        let spare = self.conn.spare.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let exchange = match spare {
+            Some(mut spare) => {
+                spare.set(exchange);
+                spare
+            }
+            None => ReusableBoxFuture::new(exchange),
+        };
+        ResponseFuture { exchange: Some(exchange), done: false, home: self.conn.clone() }
     }
 }
 
@@ -217,13 +280,14 @@ impl ClientConn {
             Some(conn) => conn,
             None => self.connect().await?,
         };
-        match conn.send(parts, added, body, timeout).await {
+        let deadlines = self.pool.deadlines.as_deref();
+        match conn.send(parts, added, body, timeout, deadlines).await {
             Ok(exchange) => Ok(exchange),
             // Only a body-less request is ever retryable, so nothing is lost by sending it again.
             Err((error, true)) => {
                 tracing::debug!(error = %error, "a reused upstream connection had closed; sending again");
                 let conn = self.connect().await?;
-                conn.send(parts, added, None, timeout).await.map_err(|(e, _)| ProxyError::from(e))
+                conn.send(parts, added, None, timeout, deadlines).await.map_err(|(e, _)| ProxyError::from(e))
             }
             Err((error, false)) => Err(ProxyError::from(error)),
         }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::conn::UpstreamConn;
+use super::deadline::Deadlines;
 
 /// Idle connections older than this are closed rather than reused: upstreams close idle
 /// connections on their own schedule, and a stale one costs a retry.
@@ -28,12 +29,15 @@ pub struct UpstreamAddr {
 pub struct UpstreamPool {
     addr: UpstreamAddr,
     idle: Mutex<Vec<UpstreamConn>>,
+    /// The upstream timeout of this worker's exchanges (`None` outside a runtime: then each
+    /// exchange keeps a timer of its own).
+    pub(super) deadlines: Option<Arc<Deadlines>>,
 }
 
 impl UpstreamPool {
-    /// An empty pool for `addr`.
-    pub fn new(addr: UpstreamAddr) -> Arc<Self> {
-        Arc::new(Self { addr, idle: Mutex::new(Vec::new()) })
+    /// An empty pool for `addr`, whose exchanges are bounded by `timeout`.
+    pub fn new(addr: UpstreamAddr, timeout: Duration) -> Arc<Self> {
+        Arc::new(Self { addr, idle: Mutex::new(Vec::new()), deadlines: Deadlines::start(timeout) })
     }
 
     /// The most recently used idle connection the upstream has not closed, if any.
