@@ -49,6 +49,8 @@ def main():
     parser.add_argument("--seconds", type=int, default=8, help="counted load (default 8)")
     parser.add_argument("--top", type=int, default=25, help="functions to list (default 25)")
     parser.add_argument("--path", default="/app", help="request path: /app is gated, /public is not")
+    parser.add_argument("--padding", action="store_true",
+                        help="send a header as long as the token instead of the token, as bench/run's row (d) does")
     parser.add_argument("--redis", action="store_true", help="share decisions through a redis-server (cache.redis_url)")
     args = parser.parse_args()
 
@@ -86,7 +88,7 @@ def main():
         )
         bench.wait_http(f"http://{admin}/readyz", timeout=60, want=200)
         url = f"http://127.0.0.1:{port}{args.path}"
-        header = [f"x-whop-user-token: {token}"]
+        header = [f"x-request-padding: {'p' * len(token)}" if args.padding else f"x-whop-user-token: {token}"]
         opts = argparse.Namespace(threads=1, connections=4)
         bench.wrk(url, opts, 3, headers=header)  # warm: token verified, decision cached, pool open
 

@@ -59,6 +59,19 @@ impl IdentityHeaders {
         .filter_map(|(name, value)| value.map(|v| (name, v)))
     }
 
+    /// Calls `f` with each header, in the order of [`IdentityHeaders::fields`]: the proxy writes
+    /// them this way, without an iterator's state between calls.
+    pub(crate) fn each_field(&self, mut f: impl FnMut(&'static str, &HeaderValue)) {
+        f(names::USER_ID, &self.user_id);
+        f(names::SOURCE, &self.source);
+        if let Some(level) = &self.access_level {
+            f(names::ACCESS_LEVEL, level);
+        }
+        if let Some(resource) = &self.resource_id {
+            f(names::RESOURCE_ID, resource);
+        }
+    }
+
     /// Puts the headers into `headers`, replacing any of the same name.
     pub fn insert_into(self, headers: &mut HeaderMap) {
         headers.insert(&X_WHOP_USER_ID, self.user_id);
@@ -204,6 +217,12 @@ mod tests {
         );
         let public = IdentityHeaders { access_level: None, resource_id: None, ..granted.clone() };
         assert_eq!(public.fields().count(), 2, "a public route names no level or resource");
+        for headers in [&granted, &public] {
+            let mut each = Vec::new();
+            headers.each_field(|name, value| each.push((name, value.clone())));
+            let fields: Vec<_> = headers.fields().map(|(n, v)| (n.as_str(), v.clone())).collect();
+            assert_eq!(each, fields, "each_field writes what fields names, in its order");
+        }
     }
 
     #[test]

@@ -438,7 +438,7 @@ fn cleared(
     let headers = IdentityHeaders {
         user_id: identity.user_header.clone(),
         source: identity.source.header_value(),
-        access_level: granted.map(|(access, _)| HeaderValue::from_static(access.as_str())),
+        access_level: granted.map(|(access, _)| access.header_value()),
         resource_id: granted.and_then(|(_, resource)| resource).map(|(_, value)| value.local().clone()),
     };
     let user = user_extension.then(|| WhopUser {

@@ -53,12 +53,12 @@ impl std::fmt::Display for CodecError {
 /// (forwarding and identity headers), declaring `framing` for the body that follows. `headers`
 /// must already be rid of hop-by-hop, forwarding and identity fields (the proxy and the gate do
 /// that).
-pub fn encode_request_head<'a>(
+pub fn encode_request_head(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
-    added: impl Iterator<Item = (&'static str, &'a HeaderValue)>,
+    added: impl FnOnce(&mut Vec<u8>),
     framing: Framing,
 ) {
     out.clear();
@@ -71,17 +71,9 @@ pub fn encode_request_head<'a>(
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, name.as_str(), value);
     }
-    for (name, value) in added {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    added(out);
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
@@ -91,6 +83,15 @@ pub fn encode_request_head<'a>(
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Empty | Framing::UntilClose => {}
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes one header line, `name: value`.
+pub fn write_field(out: &mut Vec<u8>, name: &str, value: &HeaderValue) {
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -382,13 +383,27 @@ mod tests {
             proto: HeaderValue::from_static("http"),
             host: None,
         };
-        encode_request_head(&mut out, &Method::POST, "/p?q=1", &headers, forwarded.fields(), Framing::Length(3));
+        encode_request_head(
+            &mut out,
+            &Method::POST,
+            "/p?q=1",
+            &headers,
+            |out| forwarded.each_field(|n, v| write_field(out, n, v)),
+            Framing::Length(3),
+        );
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             "POST /p?q=1 HTTP/1.1\r\nhost: app\r\nx-a: 1\r\nx-a: 2\r\n\
              x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\ncontent-length: 3\r\n\r\n"
         );
-        encode_request_head(&mut out, &Method::PUT, "/", &headers, forwarded.fields(), Framing::Chunked);
+        encode_request_head(
+            &mut out,
+            &Method::PUT,
+            "/",
+            &headers,
+            |out| forwarded.each_field(|n, v| write_field(out, n, v)),
+            Framing::Chunked,
+        );
         assert!(std::str::from_utf8(&out).unwrap().ends_with("transfer-encoding: chunked\r\n\r\n"));
     }
 

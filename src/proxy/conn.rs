@@ -131,7 +131,7 @@ impl UpstreamConn {
                 None => Framing::Chunked,
             },
         };
-        codec::encode_request_head(&mut self.write, method, target, &parts.headers, added.fields(), framing);
+        codec::encode_request_head(&mut self.write, method, target, &parts.headers, |out| added.write(out), framing);
 
         // A keep-alive connection the upstream closed just as we reused it fails before any
         // response byte; an idempotent request without a body is then safely sent again.

@@ -115,12 +115,12 @@ impl Deadlines {
     }
 }
 
-/// Ticks while the deadlines live.
+/// Ticks while the deadlines live. A sleep per tick rather than an interval: an interval
+/// catches up on a late tick with a shorter one, and ticks must never come closer than `period`
+/// or an exchange could fail before its timeout.
 async fn keep(deadlines: Weak<Deadlines>, period: Duration) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        tokio::time::sleep(period).await;
         match deadlines.upgrade() {
             Some(deadlines) => deadlines.tick(),
             None => return,

@@ -309,11 +309,13 @@ pub(crate) struct Added<'a> {
     identity: Option<&'a IdentityHeaders>,
 }
 
-impl<'a> Added<'a> {
-    /// Every added field, `X-Forwarded-*` first.
-    fn fields(self) -> impl Iterator<Item = (&'static str, &'a HeaderValue)> {
-        let identity = self.identity.into_iter().flat_map(|i| i.fields().map(|(name, value)| (name.as_str(), value)));
-        self.forwarded.fields().chain(identity)
+impl Added<'_> {
+    /// Writes every added field into the head, `X-Forwarded-*` first.
+    fn write(self, out: &mut Vec<u8>) {
+        self.forwarded.each_field(|name, value| codec::write_field(out, name, value));
+        if let Some(identity) = self.identity {
+            identity.each_field(|name, value| codec::write_field(out, name, value));
+        }
     }
 }
 

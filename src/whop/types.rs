@@ -32,6 +32,18 @@ impl Access {
             Access::Admin => "admin",
         }
     }
+
+    /// [`Access::as_str`] as the `x-whop-access-level` value, made at compile time.
+    pub fn header_value(self) -> http::HeaderValue {
+        const NO_ACCESS: http::HeaderValue = http::HeaderValue::from_static("no_access");
+        const CUSTOMER: http::HeaderValue = http::HeaderValue::from_static("customer");
+        const ADMIN: http::HeaderValue = http::HeaderValue::from_static("admin");
+        match self {
+            Access::NoAccess => NO_ACCESS,
+            Access::Customer => CUSTOMER,
+            Access::Admin => ADMIN,
+        }
+    }
 }
 
 /// `GET /api/v1/users/{user_id}/access/{resource_id}`
@@ -139,6 +151,13 @@ impl ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_access_levels_header_value_is_its_spelling() {
+        for access in [Access::NoAccess, Access::Customer, Access::Admin] {
+            assert_eq!(access.header_value(), access.as_str());
+        }
+    }
 
     #[test]
     fn access_levels() {
