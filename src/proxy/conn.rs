@@ -107,8 +107,9 @@ impl UpstreamConn {
     }
 
     /// Sends `req` (head and body) and reads the response head. Every wait on the upstream is
-    /// bounded by `timeout` (kept by the worker's `deadlines` when there are). On failure, the flag says whether the request may be sent again on
-    /// another connection: only when nothing of it can have been acted on.
+    /// bounded by `timeout` (kept by the worker's `deadlines` when there are). On failure, the
+    /// flag says whether the request may be sent again on another connection: only when nothing
+    /// of it can have been acted on.
     pub(crate) async fn send(
         mut self,
         parts: &http::request::Parts,

@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// Ticks per timeout: how finely the timeout is kept.
-const TICKS_PER_TIMEOUT: u64 = 8;
+const TICKS_PER_TIMEOUT: u32 = 8;
 
 /// One worker's exchanges waiting on the upstream, and the tick that times them.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ impl Deadlines {
     pub(crate) fn start(timeout: Duration) -> Option<Arc<Deadlines>> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let deadlines = Arc::new(Deadlines { state: Mutex::new(State::default()) });
-        let period = (timeout / u32::try_from(TICKS_PER_TIMEOUT).unwrap_or(8)).max(Duration::from_millis(1));
+        let period = (timeout / TICKS_PER_TIMEOUT).max(Duration::from_millis(1));
         runtime.spawn(keep(Arc::downgrade(&deadlines), period));
         Some(deadlines)
     }
@@ -61,7 +61,7 @@ impl Deadlines {
         let now = state.tick;
         for slot in state.slots.iter_mut().flatten() {
             // More than a whole timeout of ticks: waiting began somewhere in the first one.
-            if !slot.expired && now - slot.since > TICKS_PER_TIMEOUT {
+            if !slot.expired && now - slot.since > u64::from(TICKS_PER_TIMEOUT) {
                 slot.expired = true;
                 slot.waker.wake_by_ref();
             }
