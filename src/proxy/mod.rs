@@ -78,6 +78,7 @@ pub struct ProxyService {
 }
 
 /// What the requests of one client connection share.
+#[derive(Debug)]
 struct ClientConn {
     proxy: Arc<Proxy>,
     pool: Arc<UpstreamPool>,
@@ -87,26 +88,15 @@ struct ClientConn {
     spare: Mutex<Option<ExchangeBox>>,
 }
 
-impl std::fmt::Debug for ClientConn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientConn").field("peer", &self.peer).finish_non_exhaustive()
-    }
-}
-
 type ExchangeBox = ReusableBoxFuture<'static, Result<Response<ProxyBody>, Infallible>>;
 
 /// [`ProxyService`]'s response future: the exchange, in an allocation that goes back to its
 /// connection for the next request once the exchange is done.
+#[derive(Debug)]
 pub struct ResponseFuture {
     exchange: Option<ExchangeBox>,
     done: bool,
     home: Arc<ClientConn>,
-}
-
-impl std::fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").field("done", &self.done).finish_non_exhaustive()
-    }
 }
 
 impl Future for ResponseFuture {
