@@ -12,6 +12,7 @@ use quick_cache::Equivalent;
 use tokio::sync::watch;
 
 use super::backend::AccessBackend;
+use super::near::NearDecisions;
 use super::store::{Claim, DecisionStore};
 
 /// How often a replica waiting on another's claim looks for its answer.
@@ -107,6 +108,9 @@ pub struct AccessCache {
     /// evicted like any other cold entry. Reads take a per-thread slot of a sharded lock, so
     /// cores reading the same entry do not contend.
     entries: quick_cache::sync::Cache<DecisionKey, Entry>,
+    /// Each thread's copies of the entries it served, in front of `entries`; every change to
+    /// `entries` a copy could contradict calls [`NearDecisions::changed`] after it is made.
+    near: NearDecisions,
     inflight: Mutex<HashMap<DecisionKey, InFlight>>,
     resources: Vec<Arc<str>>,
     backend: Arc<dyn AccessBackend>,
@@ -154,6 +158,7 @@ impl AccessCache {
         let entries = quick_cache::sync::Cache::new(usize::try_from(settings.max_entries).unwrap_or(usize::MAX));
         Arc::new(Self {
             entries,
+            near: NearDecisions::new(),
             inflight: Mutex::new(HashMap::new()),
             resources,
             backend,
@@ -175,6 +180,11 @@ impl AccessCache {
     /// arrived, so that one request reads the clock once for all its lookups.
     pub fn lookup_at(self: &Arc<Self>, user: &Arc<str>, resource: &Arc<str>, now: Instant) -> Option<Access> {
         let index = self.resource_index(resource)?;
+        if let Some(access) = self.near.get(user, index, now) {
+            self.counters.hit.inc();
+            return Some(access);
+        }
+        let epoch = self.near.epoch();
         let entry = self.entries.get(&KeyRef { user, resource: index })?;
         if now >= entry.fetched_at + self.ttl(entry.access) {
             return None;
@@ -182,6 +192,8 @@ impl AccessCache {
         self.counters.hit.inc();
         if now >= entry.refresh_from {
             self.refresh(user, index);
+        } else {
+            self.near.put(user, index, entry.access, entry.refresh_from, epoch);
         }
         Some(entry.access)
     }
@@ -233,6 +245,7 @@ impl AccessCache {
         if let Some(index) = self.resources.iter().position(|r| **r == *resource) {
             let key = DecisionKey { user: Arc::from(user), resource: index_u16(index) };
             self.entries.insert(key, self.entry_for(access, Instant::now()));
+            self.near.changed();
         }
     }
 
@@ -264,12 +277,14 @@ impl AccessCache {
         for index in 0..self.resources.len() {
             self.entries.remove(&KeyRef { user, resource: index_u16(index) });
         }
+        self.near.changed();
     }
 
     /// Forgets every decision held in this process: after invalidations may have been missed
     /// (a replica cut off from the others' announcements).
     pub fn clear_local(&self) {
         self.entries.clear();
+        self.near.changed();
     }
 
     /// Entries held (some may be past serving; they go as the cache evicts cold entries).
@@ -381,11 +396,16 @@ impl AccessCache {
 
     /// Stores what a fetch learned, unless its key was invalidated since it began.
     fn store(&self, key: &DecisionKey, entry: Entry, invalidated: &AtomicBool) {
+        let before = self.entries.get(&KeyRef { user: &key.user, resource: key.resource }).map(|old| old.access);
         self.entries.insert(key.clone(), entry);
         // Checked after inserting: an invalidation either removes our entry after this or has
         // flagged the fetch before we look here.
         if invalidated.load(Ordering::SeqCst) {
             self.entries.remove(&KeyRef { user: &key.user, resource: key.resource });
+            self.near.changed();
+        } else if before != Some(entry.access) {
+            // A refresh that confirms the answer leaves the copies be: they say the same.
+            self.near.changed();
         }
     }
 
@@ -531,6 +551,9 @@ mod tests {
         cache.lookup(&alice, &p1).await.unwrap();
         cache.lookup(&alice, &p2).await.unwrap();
         cache.lookup(&carol, &p1).await.unwrap();
+        // Served once from the shared entries, so this thread holds its own copies too.
+        assert_eq!(cache.lookup_now(&alice, &p1), Some(Access::Customer));
+        assert_eq!(cache.lookup_now(&alice, &p1), Some(Access::Customer));
         cache.invalidate_user("user_alice");
         assert_eq!(cache.lookup_now(&alice, &p1), None);
         assert_eq!(cache.lookup_now(&alice, &p2), None);
@@ -557,6 +580,80 @@ mod tests {
         cache.invalidate_user("user_alice");
         let answer = in_flight.await.unwrap().unwrap().access;
         assert_eq!(cache.lookup_now(&bob, &p1), Some(answer), "bob's answer was cached");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refresh_ahead_still_runs_behind_the_copies_and_its_answer_reaches_every_thread() {
+        let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
+        let cache = cache(&mock, Duration::from_millis(400));
+        let (alice, product) = ids("user_alice", "prod_mockproduct1");
+        cache.lookup(&alice, &product).await.unwrap();
+        // A thread of its own that keeps its copies between lookups.
+        let (ask, asked) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<Option<Access>>>();
+        let other = {
+            let (cache, alice, product) = (cache.clone(), alice.clone(), product.clone());
+            std::thread::spawn(move || {
+                for reply in asked {
+                    let _ = reply.send(cache.lookup_now(&alice, &product));
+                }
+            })
+        };
+        let on_another_thread = || {
+            let (reply, answer) = std::sync::mpsc::channel();
+            ask.send(reply).unwrap();
+            answer.recv().unwrap()
+        };
+        // Copies on this thread and on another, taken before the answer changes.
+        assert_eq!(cache.lookup_now(&alice, &product), Some(Access::Customer));
+        assert_eq!(cache.lookup_now(&alice, &product), Some(Access::Customer));
+        assert_eq!(on_another_thread(), Some(Access::Customer));
+        assert_eq!(on_another_thread(), Some(Access::Customer));
+        mock.set_access("user_alice", "prod_mockproduct1", whopgate_mock::AccessLevel::NoAccess).unwrap();
+        // Kept in use, the entry is refreshed ahead of its expiry; the refreshed answer must be
+        // what every lookup gives from then on, copies or not.
+        let started = Instant::now();
+        let mut changed = None;
+        while started.elapsed() < Duration::from_secs(2) {
+            if cache.lookup_now(&alice, &product) == Some(Access::NoAccess) {
+                changed = Some(started.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(changed.is_some(), "the refresh never showed");
+        assert_eq!(cache.lookup_now(&alice, &product), Some(Access::NoAccess));
+        assert_eq!(on_another_thread(), Some(Access::NoAccess));
+        drop(ask);
+        other.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_answer_fetched_after_an_eviction_voids_every_copy() {
+        let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let client = client_for(&mock, &metrics, Duration::from_secs(2));
+        let product: Arc<str> = Arc::from("prod_mockproduct1");
+        let cache = AccessCache::new(
+            Arc::new(CheckAccess::new(client)),
+            settings(Duration::from_secs(60)),
+            vec![product.clone()],
+            &metrics,
+            tokio::runtime::Handle::current(),
+        );
+        let alice: Arc<str> = Arc::from("user_alice");
+        cache.lookup(&alice, &product).await.unwrap();
+        assert_eq!(cache.lookup_now(&alice, &product), Some(Access::Customer), "this thread's copy");
+        mock.set_access("user_alice", "prod_mockproduct1", whopgate_mock::AccessLevel::NoAccess).unwrap();
+        // Her shared entry goes as an eviction takes it (which tells the copies nothing) while
+        // her copy here is still fresh.
+        assert!(cache.entries.remove(&KeyRef { user: &alice, resource: 0 }).is_some());
+        // Another thread misses, asks Whop, and stores the new answer.
+        let fetched = {
+            let (cache, alice, product) = (cache.clone(), alice.clone(), product.clone());
+            tokio::spawn(async move { cache.lookup(&alice, &product).await.unwrap().access }).await.unwrap()
+        };
+        assert_eq!(fetched, Access::NoAccess);
+        assert_eq!(cache.lookup_now(&alice, &product), Some(Access::NoAccess), "the copy here was voided");
     }
 
     /// A backend of the test's own: the cache's semantics do not depend on where answers come

@@ -13,12 +13,16 @@
 //!   `cache.stale_if_error`.
 //! - One user's entries can be dropped (a webhook said their access changed) without scanning;
 //!   that user's fetches in flight then answer but do not cache, and nobody else's are touched.
+//! - Each thread keeps its own copies of the decisions it served (module `near`), served only while
+//!   the shared entry they came from is neither changed nor due for refresh, so the warm path
+//!   touches no memory other cores write and revocation stays exact.
 
 mod backend;
 mod cache;
 mod check_access;
 mod members;
 mod membership_list;
+mod near;
 mod redis_store;
 pub mod scope;
 mod store;
