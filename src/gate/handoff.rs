@@ -7,11 +7,16 @@
 //! into the upstream request head: four header-map inserts (each a hash of the name, a probe
 //! and sometimes a regrowth) were most of what a gated request cost over a public one.
 
+use std::sync::Arc;
+
 use http::Request;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tower_service::Service;
 
 use super::user::WhopUser;
+use crate::identity::Source;
+use crate::per_core::own_copy;
+use crate::whop::Access;
 
 /// The identity header names as text, for matching (the one place they are spelled).
 pub(crate) mod names {
@@ -36,51 +41,126 @@ pub static X_WHOP_RESOURCE_ID: HeaderName = HeaderName::from_static(names::RESOU
 /// `x-whopgate-source`
 pub static X_WHOPGATE_SOURCE: HeaderName = HeaderName::from_static(names::SOURCE);
 
-/// The identity headers of one cleared request (SPEC §4), as values.
+/// Two identity headers made once: their values, and the header lines the proxy copies into an
+/// upstream request head as they are (formatting four lines per request was most of what the
+/// hand-off cost).
+#[derive(Debug, PartialEq, Eq)]
+struct Rendered {
+    values: [HeaderValue; 2],
+    lines: Box<[u8]>,
+}
+
+impl Rendered {
+    fn new(names: [&'static HeaderName; 2], values: [HeaderValue; 2]) -> Arc<Self> {
+        let mut lines = Vec::new();
+        for (name, value) in names.iter().zip(&values) {
+            lines.extend_from_slice(name.as_str().as_bytes());
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(value.as_bytes());
+            lines.extend_from_slice(b"\r\n");
+        }
+        Arc::new(Self { values, lines: lines.into_boxed_slice() })
+    }
+}
+
+/// `x-whop-user-id` and `x-whopgate-source` of one caller, made once per identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserHeaders(Arc<Rendered>);
+
+impl UserHeaders {
+    const NAMES: [&'static HeaderName; 2] = [&X_WHOP_USER_ID, &X_WHOPGATE_SOURCE];
+
+    /// The headers of `user_id` identified by `source`.
+    pub fn new(user_id: HeaderValue, source: Source) -> Self {
+        Self(Rendered::new(Self::NAMES, [user_id, source.header_value()]))
+    }
+
+    /// The `x-whop-user-id` value.
+    pub fn user_id(&self) -> &HeaderValue {
+        &self.0.values[0]
+    }
+
+    /// A copy that shares no allocation with `self` (for a per-thread identity: the reference
+    /// count each request bumps is then written by one core only).
+    pub fn unshared(&self) -> Self {
+        Self(Arc::new(Rendered {
+            values: [own_copy(&self.0.values[0]), self.0.values[1].clone()],
+            lines: self.0.lines.clone(),
+        }))
+    }
+}
+
+/// `x-whop-access-level` and `x-whop-resource-id` of one grant, made once per rule resource and
+/// level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GrantHeaders(Arc<Rendered>);
+
+impl GrantHeaders {
+    const NAMES: [&'static HeaderName; 2] = [&X_WHOP_ACCESS_LEVEL, &X_WHOP_RESOURCE_ID];
+
+    /// The headers of `access` to `resource_id`.
+    pub(crate) fn new(access: Access, resource_id: HeaderValue) -> Self {
+        Self(Rendered::new(Self::NAMES, [access.header_value(), resource_id]))
+    }
+}
+
+/// A rule resource's [`GrantHeaders`] for each level that can be granted.
+#[derive(Debug, Clone)]
+pub(crate) struct Grants {
+    customer: GrantHeaders,
+    admin: GrantHeaders,
+}
+
+impl Grants {
+    /// Both levels' headers for `resource_id`.
+    pub(crate) fn new(resource_id: &HeaderValue) -> Self {
+        Self {
+            customer: GrantHeaders::new(Access::Customer, own_copy(resource_id)),
+            admin: GrantHeaders::new(Access::Admin, own_copy(resource_id)),
+        }
+    }
+
+    /// The headers of a grant of `access`; `None` for no access, which grants nothing.
+    pub(crate) fn of(&self, access: Access) -> Option<&GrantHeaders> {
+        match access {
+            Access::Customer => Some(&self.customer),
+            Access::Admin => Some(&self.admin),
+            Access::NoAccess => None,
+        }
+    }
+}
+
+/// The identity headers of one cleared request (SPEC §4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityHeaders {
-    pub(super) user_id: HeaderValue,
-    pub(super) source: HeaderValue,
-    pub(super) access_level: Option<HeaderValue>,
-    pub(super) resource_id: Option<HeaderValue>,
+    user: UserHeaders,
+    grant: Option<GrantHeaders>,
 }
 
 impl IdentityHeaders {
+    /// `user`'s headers, and `grant`'s when a required resource granted access.
+    pub(crate) fn new(user: UserHeaders, grant: Option<GrantHeaders>) -> Self {
+        Self { user, grant }
+    }
+
     /// The headers as `(name, value)` pairs: user id and source always, access level and
     /// resource id when a required resource granted access.
     pub fn fields(&self) -> impl Iterator<Item = (&'static HeaderName, &HeaderValue)> {
-        [
-            (&X_WHOP_USER_ID, Some(&self.user_id)),
-            (&X_WHOPGATE_SOURCE, Some(&self.source)),
-            (&X_WHOP_ACCESS_LEVEL, self.access_level.as_ref()),
-            (&X_WHOP_RESOURCE_ID, self.resource_id.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        let user = UserHeaders::NAMES.into_iter().zip(&self.user.0.values);
+        let grant = self.grant.iter().flat_map(|g| GrantHeaders::NAMES.into_iter().zip(&g.0.values));
+        user.chain(grant)
     }
 
-    /// Calls `f` with each header, in the order of [`IdentityHeaders::fields`]: the proxy writes
-    /// them this way, without an iterator's state between calls.
-    pub(crate) fn each_field(&self, mut f: impl FnMut(&'static str, &HeaderValue)) {
-        f(names::USER_ID, &self.user_id);
-        f(names::SOURCE, &self.source);
-        if let Some(level) = &self.access_level {
-            f(names::ACCESS_LEVEL, level);
-        }
-        if let Some(resource) = &self.resource_id {
-            f(names::RESOURCE_ID, resource);
-        }
+    /// The headers as the lines of a request head (`name: value\r\n` each), in the order of
+    /// [`IdentityHeaders::fields`]: the user's, then the grant's (empty without one).
+    pub(crate) fn lines(&self) -> [&[u8]; 2] {
+        [&self.user.0.lines, self.grant.as_ref().map_or(&[][..], |g| &g.0.lines)]
     }
 
     /// Puts the headers into `headers`, replacing any of the same name.
     pub fn insert_into(self, headers: &mut HeaderMap) {
-        headers.insert(&X_WHOP_USER_ID, self.user_id);
-        headers.insert(&X_WHOPGATE_SOURCE, self.source);
-        if let Some(level) = self.access_level {
-            headers.insert(&X_WHOP_ACCESS_LEVEL, level);
-        }
-        if let Some(resource) = self.resource_id {
-            headers.insert(&X_WHOP_RESOURCE_ID, resource);
+        for (name, value) in self.fields() {
+            headers.insert(name, value.clone());
         }
     }
 }
@@ -193,16 +273,19 @@ mod tests {
     use super::*;
 
     fn granted() -> IdentityHeaders {
-        IdentityHeaders {
-            user_id: HeaderValue::from_static("user_1"),
-            source: HeaderValue::from_static("user_token"),
-            access_level: Some(HeaderValue::from_static("customer")),
-            resource_id: Some(HeaderValue::from_static("prod_1")),
-        }
+        IdentityHeaders::new(
+            UserHeaders::new(HeaderValue::from_static("user_1"), Source::UserToken),
+            Some(GrantHeaders::new(Access::Customer, HeaderValue::from_static("prod_1"))),
+        )
+    }
+
+    /// A head's added lines, as the proxy writes them.
+    fn written(headers: &IdentityHeaders) -> String {
+        headers.lines().concat().iter().map(|&b| char::from(b)).collect()
     }
 
     #[test]
-    fn fields_name_every_header_in_order() {
+    fn fields_name_every_header_in_order_and_the_lines_say_the_same() {
         let granted = granted();
         let fields: Vec<(&str, &str)> =
             granted.fields().map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("?"))).collect();
@@ -215,14 +298,19 @@ mod tests {
                 ("x-whop-resource-id", "prod_1"),
             ]
         );
-        let public = IdentityHeaders { access_level: None, resource_id: None, ..granted.clone() };
+        let public = IdentityHeaders::new(granted.user.clone(), None);
         assert_eq!(public.fields().count(), 2, "a public route names no level or resource");
-        for headers in [&granted, &public] {
-            let mut each = Vec::new();
-            headers.each_field(|name, value| each.push((name, value.clone())));
-            let fields: Vec<_> = headers.fields().map(|(n, v)| (n.as_str(), v.clone())).collect();
-            assert_eq!(each, fields, "each_field writes what fields names, in its order");
+        let admin = IdentityHeaders::new(
+            granted.user.unshared(),
+            Grants::new(&HeaderValue::from_static("prod_2")).of(Access::Admin).cloned(),
+        );
+        for headers in [&granted, &public, &admin] {
+            let lines: String =
+                headers.fields().map(|(n, v)| format!("{}: {}\r\n", n, v.to_str().unwrap_or("?"))).collect();
+            assert_eq!(written(headers), lines, "the lines say what fields names, in its order");
         }
+        assert!(written(&admin).ends_with("x-whop-access-level: admin\r\nx-whop-resource-id: prod_2\r\n"));
+        assert!(Grants::new(&HeaderValue::from_static("prod_2")).of(Access::NoAccess).is_none());
     }
 
     #[test]

@@ -434,18 +434,14 @@ fn cleared(
     rule: Option<&RuleState>,
     user_extension: bool,
 ) -> Cleared {
-    let granted = grant.zip(rule).map(|((access, i), rule)| (access, rule.resources.get(i)));
-    let headers = IdentityHeaders {
-        user_id: identity.user_header.clone(),
-        source: identity.source.header_value(),
-        access_level: granted.map(|(access, _)| access.header_value()),
-        resource_id: granted.and_then(|(_, resource)| resource).map(|(_, value)| value.local().clone()),
-    };
+    let granted = grant.zip(rule).and_then(|((access, i), rule)| Some((access, rule.resources.get(i)?)));
+    let grant_headers = granted.and_then(|(access, (_, grants))| grants.as_ref()?.local().of(access).cloned());
+    let headers = IdentityHeaders::new(identity.headers.clone(), grant_headers);
     let user = user_extension.then(|| WhopUser {
         id: identity.user_id.clone(),
         source: identity.source,
         access_level: grant.map(|(access, _)| access),
-        resource: granted.and_then(|(_, resource)| resource).map(|(id, _)| id.clone()),
+        resource: granted.map(|(_, (id, _))| id.clone()),
         name: identity.name.clone(),
         email: identity.email.clone(),
     });

@@ -60,8 +60,8 @@ use http::header::HeaderValue;
 pub use body::GateBody;
 pub use builder::GateBuilder;
 pub use handoff::{
-    Cleared, Handoff, IdentityHeaders, InsertIdentity, X_WHOP_ACCESS_LEVEL, X_WHOP_RESOURCE_ID, X_WHOP_USER_ID,
-    X_WHOPGATE_SOURCE,
+    Cleared, Handoff, IdentityHeaders, InsertIdentity, UserHeaders, X_WHOP_ACCESS_LEVEL, X_WHOP_RESOURCE_ID,
+    X_WHOP_USER_ID, X_WHOPGATE_SOURCE,
 };
 pub use service::{GateLayer, GateService, RequestBody, ResponseFuture};
 pub use stream_watch::{StreamControl, Watch};
@@ -75,9 +75,10 @@ use crate::endpoints::SignIn;
 use crate::identity::session::{SessionCodec, SessionSetupError};
 use crate::identity::{Identifier, Identity, LicenseKeyVerifier, Sources, UserTokenSetupError, UserTokenVerifier};
 use crate::metrics::{Metrics, RouteCounters};
-use crate::per_core::{self, PerCore};
+use crate::per_core::PerCore;
 use crate::route::RouteTable;
 use crate::whop::WhopClient;
+use handoff::Grants;
 
 /// The gate, built once from the config and shared by every connection and worker.
 #[derive(Debug, Clone)]
@@ -230,11 +231,12 @@ impl Gate {
                 resources: rule
                     .require
                     .iter()
-                    .filter_map(|r| {
-                        let value = HeaderValue::from_str(r).ok()?;
-                        // Each core its own allocation: the clone each request makes then bumps a
-                        // count only that core writes.
-                        Some((r.clone(), PerCore::new(|| per_core::own_copy(&value))))
+                    .map(|r| {
+                        // Each core its own allocations: the clone each request makes then bumps a
+                        // count only that core writes. (An id that is no header value names no
+                        // resource header; `check` rejects such ids.)
+                        let grants = HeaderValue::from_str(r).ok().map(|value| PerCore::new(|| Grants::new(&value)));
+                        (r.clone(), grants)
                     })
                     .collect(),
             })
@@ -398,7 +400,7 @@ impl GateState {
 pub(crate) struct RuleState {
     label: Arc<str>,
     counters: RouteCounters,
-    resources: Vec<(Arc<str>, PerCore<HeaderValue>)>,
+    resources: Vec<(Arc<str>, Option<PerCore<Grants>>)>,
 }
 
 #[cfg(test)]

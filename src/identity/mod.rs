@@ -73,8 +73,9 @@ impl fmt::Display for Source {
 pub struct Identity {
     /// The Whop user id (`user_…`).
     pub user_id: Arc<str>,
-    /// `user_id` as a header value.
-    pub user_header: HeaderValue,
+    /// The identity headers naming this caller (`x-whop-user-id`, `x-whopgate-source`), made
+    /// once.
+    pub headers: crate::gate::UserHeaders,
     /// Which source identified the caller.
     pub source: Source,
     /// Display name, when the source knows it (sessions).
@@ -88,8 +89,8 @@ pub struct Identity {
 impl Identity {
     /// An identity for `user_id` from `source`; `None` if the id cannot be a header value.
     pub fn new(user_id: &str, source: Source) -> Option<Self> {
-        let user_header = HeaderValue::from_str(user_id).ok()?;
-        Some(Self { user_id: Arc::from(user_id), user_header, source, name: None, email: None, fixed_access: None })
+        let headers = crate::gate::UserHeaders::new(HeaderValue::from_str(user_id).ok()?, source);
+        Some(Self { user_id: Arc::from(user_id), headers, source, name: None, email: None, fixed_access: None })
     }
 
     /// The fixed local-development identity of `[identity.dev]`: no Whop call decides its access.
@@ -107,7 +108,7 @@ impl Identity {
     pub fn unshared(&self) -> Self {
         Self {
             user_id: Arc::from(&*self.user_id),
-            user_header: crate::per_core::own_copy(&self.user_header),
+            headers: self.headers.unshared(),
             source: self.source,
             name: self.name.as_deref().map(Arc::from),
             email: self.email.as_deref().map(Arc::from),

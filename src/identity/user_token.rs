@@ -638,7 +638,7 @@ mod tests {
         let token = f.mock.mint_token(USER).unwrap();
         let identity = f.verifier.verify(&token).await.unwrap();
         assert_eq!(&*identity.user_id, USER);
-        assert_eq!(identity.user_header, USER);
+        assert_eq!(identity.headers.user_id(), USER);
         assert_eq!(identity.source, Source::UserToken);
         assert!(identity.name.is_none() && identity.email.is_none());
         let other = f.mock.mint_token("user_bob").unwrap();
@@ -930,8 +930,8 @@ mod tests {
         let second = f.verifier.verify(&token).await.unwrap();
         // The remembered identity (this thread's own copy of it), not a new check.
         assert_eq!(
-            (&*first.user_id, &first.user_header, first.source),
-            (&*second.user_id, &second.user_header, second.source)
+            (&*first.user_id, first.headers.user_id(), first.source),
+            (&*second.user_id, second.headers.user_id(), second.source)
         );
         assert!(!Arc::ptr_eq(&first.user_id, &second.user_id), "the thread's copy shares no allocation");
         assert!(matches!(f.verifier.verify_now(token.as_bytes()), Verification::Valid(_)));

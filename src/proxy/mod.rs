@@ -304,7 +304,10 @@ impl Added<'_> {
     fn write(self, out: &mut Vec<u8>) {
         self.forwarded.each_field(|name, value| codec::write_field(out, name, value));
         if let Some(identity) = self.identity {
-            identity.each_field(|name, value| codec::write_field(out, name, value));
+            let [user, grant] = identity.lines();
+            out.reserve(user.len() + grant.len());
+            out.extend_from_slice(user);
+            out.extend_from_slice(grant);
         }
     }
 }
