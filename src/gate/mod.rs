@@ -381,6 +381,9 @@ impl Invalidation for ReplicaInvalidation {
         if let Some(state) = self.0.upgrade() {
             state.access.clear_local();
             state.identifier.forget_everyone();
+            // A missed revocation would otherwise leave its user's streams open until their
+            // next re-judgement (`cache.revalidate_streams`).
+            state.revocations.revoke_everyone();
         }
     }
 }

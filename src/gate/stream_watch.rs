@@ -1,6 +1,7 @@
 //! Open streams stay judged: a response that is still streaming (server-sent events, a long
 //! download) or a WebSocket tunnel is re-judged every `cache.revalidate_streams`, and at once
-//! when a webhook names its user; it ends as soon as the judgement is no longer "allow".
+//! when a webhook names its user (or a replica learns it may have missed some); it ends as soon
+//! as the judgement is no longer "allow".
 //!
 //! Nothing here runs for an ordinary response: [`Subject`] only carries what the judgement
 //! already had (the rule and the identity, moved, not copied), and the watch starts the first
@@ -26,11 +27,20 @@ pub(crate) struct Subject {
     pub(crate) epoch: u64,
 }
 
+/// Whose streams must be judged again now.
+#[derive(Debug, Clone)]
+enum Revoked {
+    /// A webhook (here or on another replica) changed this user's access.
+    User(Arc<str>),
+    /// Changes may have been missed (a replica back from losing its subscription): anyone's.
+    Everyone,
+}
+
 /// Which users webhooks revoked, told to every open stream.
 #[derive(Debug)]
 pub(crate) struct Revocations {
     epoch: AtomicU64,
-    sender: broadcast::Sender<Arc<str>>,
+    sender: broadcast::Sender<Revoked>,
 }
 
 impl Revocations {
@@ -49,7 +59,14 @@ impl Revocations {
     pub(crate) fn revoke(&self, user: &str) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         // No receiver (no open stream) is not an error.
-        let _ = self.sender.send(Arc::from(user));
+        let _ = self.sender.send(Revoked::User(Arc::from(user)));
+    }
+
+    /// Revocations may have been missed: every open stream is judged again now, so none
+    /// outlives a revocation by more than its re-judgement.
+    pub(crate) fn revoke_everyone(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let _ = self.sender.send(Revoked::Everyone);
     }
 }
 
@@ -68,7 +85,7 @@ pub(crate) fn watch(gate: Arc<GateState>, subject: Subject) -> Watch {
                 tokio::select! {
                     () = tokio::time::sleep_until(next) => {}
                     received = revoked.recv() => match received {
-                        Ok(user) if *user != *subject.identity.user_id => continue,
+                        Ok(Revoked::User(user)) if *user != *subject.identity.user_id => continue,
                         Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                         // The gate is gone: so is whatever served this stream.
                         Err(broadcast::error::RecvError::Closed) => return,

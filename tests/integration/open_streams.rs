@@ -48,7 +48,7 @@ async fn open_sse(mock: &MockWhop, gate: &Whopgate) -> reqwest::Response {
 }
 
 /// Reads until the stream ends; returns when it did, or panics after `limit`.
-async fn wait_for_end(response: &mut reqwest::Response, limit: Duration) -> Instant {
+pub(crate) async fn wait_for_end(response: &mut reqwest::Response, limit: Duration) -> Instant {
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use whopgate_mock::{EndpointKind, Fault, MembershipStatus, MockState, MockWhop};
 
+use crate::open_streams::wait_for_end;
 use crate::support::redis::Redis;
 use crate::support::{Upstream, Whopgate, gated_config, require_tool, state_with_customers};
 use crate::webhooks::{SECRET, deliver_signed, event, now};
@@ -72,6 +73,17 @@ impl Replicas {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None
+    }
+
+    /// A long SSE stream on `gate` as `user`, its first event read.
+    async fn open_stream(&self, gate: &Whopgate, user: &str) -> reqwest::Response {
+        let token = self.mock.mint_token(user).unwrap();
+        let request = self.client.get(gate.url("/sse?n=100000&gap_ms=100")).header("accept", "text/event-stream");
+        let mut response = request.header("x-whop-user-token", token).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let first = response.chunk().await.unwrap().unwrap();
+        assert!(first.starts_with(b"data: event 0"), "{first:?}");
+        response
     }
 
     async fn metric(&self, gate: &Whopgate, name: &str) -> f64 {
@@ -292,4 +304,43 @@ async fn a_replica_back_from_an_outage_forgets_license_keys_it_may_have_missed_n
         assert!(started.elapsed() < Duration::from_secs(10), "b still lets the ended membership's key in");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A replica back from losing its subscription may have missed a revocation: it judges every
+/// open stream again at once, so a revoked user's stream there ends as soon as it is back, not
+/// at its next re-judgement (`revalidate_streams`, 60 s here), and everyone else's goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_back_from_an_outage_judges_its_open_streams_again_at_once() {
+    if !require_tool("redis-server") {
+        return;
+    }
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let r = replicas(&redis).await;
+    let (user, membership) = ("user_load0002", "mem_load00000002");
+    let mut revoked = r.open_stream(&r.b, user).await;
+    let mut kept = r.open_stream(&r.b, "user_load0004").await;
+
+    redis.kill();
+    assert!(r.b.wait_for_log("Redis is unreachable", Duration::from_secs(5)).is_some(), "{:?}", r.b.logs());
+    // The membership ends during the outage; a hears of it, b cannot.
+    r.revoke(&r.a, user, membership).await;
+    assert!(
+        r.a.wait_for_log("could not reach the other replicas", Duration::from_secs(10)).is_some(),
+        "a never gave up telling the others: {:?}",
+        r.a.logs()
+    );
+    assert!(revoked.chunk().await.unwrap().is_some(), "b could not know yet");
+
+    let _redis = Redis::start_on(port);
+    let back = Instant::now();
+    let ended = wait_for_end(&mut revoked, Duration::from_secs(10)).await;
+    assert!(r.metric(&r.b, "whopgate_redis_reconnects_total").await >= 1.0, "ended before b was back");
+    assert!(ended - back < Duration::from_secs(10), "ended {:?} after Redis came back", ended - back);
+    // The other user's access holds: their stream, judged again too, goes on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        assert!(kept.chunk().await.unwrap().is_some(), "a stream whose access holds was ended");
+    }
+    assert_eq!(r.metric(&r.b, "whopgate_streams_closed_total").await, 1.0);
 }
