@@ -64,7 +64,7 @@ pub use handoff::{
     X_WHOP_USER_ID, X_WHOPGATE_SOURCE,
 };
 pub use service::{GateLayer, GateService, RequestBody, ResponseFuture};
-pub use stream_watch::{StreamControl, Watch};
+pub use stream_watch::{StreamControl, StreamEnd};
 #[cfg(feature = "axum")]
 pub use user::MissingWhopUser;
 pub use user::WhopUser;

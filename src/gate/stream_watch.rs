@@ -115,9 +115,51 @@ impl GateState {
     }
 }
 
-/// How a tunnel behind the gate (the sidecar's WebSocket tunnel) gets its watch: the service
-/// puts one in the extensions of its `101` response; the gate, seeing it, hands over the watch
-/// of the request it judged. A public route's tunnel is never given one.
+/// How a tunnel behind the gate learns when to end: the service that answers `101` puts a
+/// `StreamControl` into the extensions of that response and keeps its [`StreamEnd`]; the gate,
+/// seeing the control, hands over the watch of the request it judged, and the [`StreamEnd`]
+/// resolves once that request would no longer be allowed (a webhook revoked its user, or the
+/// re-judgement every `cache.revalidate_streams` said no). The sidecar's WebSocket tunnel works
+/// this way; so can a WebSocket an app behind [`GateLayer`](crate::GateLayer) upgrades itself:
+///
+/// ```no_run
+/// use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+/// use axum::response::{IntoResponse, Response};
+/// use whopgate::{StreamControl, StreamEnd};
+///
+/// async fn chat(upgrade: WebSocketUpgrade) -> Response {
+///     let (control, end) = StreamControl::new();
+///     let mut response = upgrade.on_upgrade(move |socket| serve(socket, end)).into_response();
+///     // The gate in front takes this on the way out and starts watching.
+///     response.extensions_mut().insert(control);
+///     response
+/// }
+///
+/// async fn serve(mut socket: WebSocket, end: StreamEnd) {
+///     tokio::pin!(end);
+///     loop {
+///         tokio::select! {
+///             () = &mut end => {
+///                 let frame = CloseFrame { code: 1008, reason: "access revoked".into() };
+///                 let _ = socket.send(Message::Close(Some(frame))).await;
+///                 return;
+///             }
+///             message = socket.recv() => match message {
+///                 Some(Ok(Message::Text(text))) => {
+///                     if socket.send(Message::Text(text)).await.is_err() {
+///                         return;
+///                     }
+///                 }
+///                 Some(Ok(_)) => {}
+///                 _ => return,
+///             },
+///         }
+///     }
+/// }
+/// ```
+///
+/// A tunnel on a public route, or with no gate in front, is never given a watch: its
+/// [`StreamEnd`] never resolves.
 #[derive(Clone)]
 pub struct StreamControl(Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Watch>>>>);
 
@@ -127,11 +169,36 @@ impl std::fmt::Debug for StreamControl {
     }
 }
 
+/// Resolves when the tunnel of a [`StreamControl`] must end: its request is no longer allowed.
+/// Never resolves for a tunnel the gate did not watch (a public route, no gate in front).
+pub struct StreamEnd(Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl std::fmt::Debug for StreamEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamEnd")
+    }
+}
+
+impl Future for StreamEnd {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
 impl StreamControl {
-    /// A control, and where its tunnel waits for the watch (an error there: none was given).
-    pub fn new() -> (Self, tokio::sync::oneshot::Receiver<Watch>) {
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        (Self(Arc::new(std::sync::Mutex::new(Some(sender)))), receiver)
+    /// A control to put into a `101` response's extensions, and the end of its tunnel.
+    pub fn new() -> (Self, StreamEnd) {
+        let (sender, receiver) = tokio::sync::oneshot::channel::<Watch>();
+        let end = StreamEnd(Box::pin(async move {
+            match receiver.await {
+                Ok(watch) => watch.await,
+                // No watch was given (the control was dropped unused): nothing ends the tunnel.
+                Err(_) => std::future::pending().await,
+            }
+        }));
+        (Self(Arc::new(std::sync::Mutex::new(Some(sender)))), end)
     }
 
     pub(crate) fn give(&self, watch: Watch) {

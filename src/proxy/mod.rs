@@ -235,8 +235,8 @@ impl ClientConn {
                     return Ok(self.fail(ProxyError::UnexpectedUpgrade));
                 };
                 let (socket, early) = conn.into_upgraded();
-                let (control, watch) = StreamControl::new();
-                upgrade::tunnel(client, socket, early, watch);
+                let (control, end) = StreamControl::new();
+                upgrade::tunnel(client, socket, early, end);
                 let mut response = Response::from_parts(parts, ProxyBody::empty());
                 // The gate in front hands the tunnel its watch through this (a gated route's only).
                 response.extensions_mut().insert(control);

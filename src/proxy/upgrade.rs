@@ -5,14 +5,12 @@
 //! any protocol that frames further requests inside it would let them reach the app unjudged:
 //! `h2c` above all (the client would then ask for `/admin` over HTTP/2, straight to the app).
 
+use crate::gate::StreamEnd;
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-
-use crate::gate::Watch;
 
 /// The one `Upgrade` token that is tunnelled.
 pub const TUNNELLED: &str = "websocket";
@@ -25,10 +23,10 @@ pub fn is_tunnelled(token: &str) -> bool {
 
 /// Joins the client's upgraded connection and the upstream socket in a background task.
 /// `early` is what the upstream sent right after its `101` head, which the client gets first.
-/// `watch` is the gate's watch of a gated tunnel (see [`crate::gate::StreamControl`]): when it
-/// fires, the client gets a close frame (1008, "access revoked") if the upstream's last frame
+/// `end` is the gate's watch of a gated tunnel (see [`crate::gate::StreamControl`]): when it
+/// resolves, the client gets a close frame (1008, "access revoked") if the upstream's last frame
 /// was sent whole, else the connection simply closes, and so does the upstream's.
-pub fn tunnel(client: OnUpgrade, upstream: TcpStream, early: Bytes, watch: oneshot::Receiver<Watch>) {
+pub fn tunnel(client: OnUpgrade, upstream: TcpStream, early: Bytes, end: StreamEnd) {
     tokio::spawn(async move {
         let client = match client.await {
             Ok(client) => client,
@@ -69,16 +67,10 @@ pub fn tunnel(client: OnUpgrade, upstream: TcpStream, early: Bytes, watch: onesh
                 }
                 let _ = client_write.shutdown().await;
             };
-            let watch = async {
-                match watch.await {
-                    Ok(watch) => watch.await,
-                    // Not gated (a public route): never ends the tunnel.
-                    Err(_) => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = futures_util::future::join(up, down) => false,
-                () = watch => true,
+                // Never, on a public route.
+                () = end => true,
             }
         };
         if revoked {

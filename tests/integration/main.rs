@@ -3,6 +3,7 @@
 mod support;
 
 mod access_backends;
+mod app_websocket;
 mod browser;
 mod cli;
 mod decisions;
