@@ -18,7 +18,7 @@
 //! Beside the request path: who may be asked about access is `access` (a backend per Whop
 //! API, behind one cache, over `whop`); how identity is found is `identity`; Whop's webhooks,
 //! which make the cache forget, are `webhook`. The configuration is [`config`]; the sidecar
-//! binary wires it all in `sidecar`, and its command line is [`cli`] (feature `cli`).
+//! binary wires it all in `sidecar`, and its command line is `cli` (feature `cli`).
 //!
 //! # As a library
 //!
