@@ -75,8 +75,8 @@ pub use config::{Config, ConfigErrors};
 pub use gate::MissingWhopUser;
 pub use gate::{
     Cleared, Gate, GateBody, GateBuilder, GateError, GateLayer, GateService, Handoff, IdentityHeaders, InsertIdentity,
-    RequestBody, ResponseFuture, StreamControl, StreamEnd, UserHeaders, WhopUser, X_WHOP_ACCESS_LEVEL,
-    X_WHOP_RESOURCE_ID, X_WHOP_USER_ID, X_WHOPGATE_SOURCE,
+    RequestBody, ResponseFuture, StreamControl, StreamEnd, WhopUser, X_WHOP_ACCESS_LEVEL, X_WHOP_RESOURCE_ID,
+    X_WHOP_USER_ID, X_WHOPGATE_SOURCE,
 };
 pub use identity::Source;
 pub use whop::Access;

@@ -66,24 +66,25 @@ impl Rendered {
 
 /// `x-whop-user-id` and `x-whopgate-source` of one caller, made once per identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserHeaders(Arc<Rendered>);
+pub(crate) struct UserHeaders(Arc<Rendered>);
 
 impl UserHeaders {
     const NAMES: [&'static HeaderName; 2] = [&X_WHOP_USER_ID, &X_WHOPGATE_SOURCE];
 
     /// The headers of `user_id` identified by `source`.
-    pub fn new(user_id: HeaderValue, source: Source) -> Self {
+    pub(crate) fn new(user_id: HeaderValue, source: Source) -> Self {
         Self(Rendered::new(Self::NAMES, [user_id, source.header_value()]))
     }
 
     /// The `x-whop-user-id` value.
-    pub fn user_id(&self) -> &HeaderValue {
+    #[cfg(test)]
+    pub(crate) fn user_id(&self) -> &HeaderValue {
         &self.0.values[0]
     }
 
     /// A copy that shares no allocation with `self` (for a per-thread identity: the reference
     /// count each request bumps is then written by one core only).
-    pub fn unshared(&self) -> Self {
+    pub(crate) fn unshared(&self) -> Self {
         Self(Arc::new(Rendered {
             values: [own_copy(&self.0.values[0]), self.0.values[1].clone()],
             lines: self.0.lines.clone(),

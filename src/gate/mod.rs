@@ -60,8 +60,8 @@ use http::header::HeaderValue;
 pub use body::GateBody;
 pub use builder::GateBuilder;
 pub use handoff::{
-    Cleared, Handoff, IdentityHeaders, InsertIdentity, UserHeaders, X_WHOP_ACCESS_LEVEL, X_WHOP_RESOURCE_ID,
-    X_WHOP_USER_ID, X_WHOPGATE_SOURCE,
+    Cleared, Handoff, IdentityHeaders, InsertIdentity, X_WHOP_ACCESS_LEVEL, X_WHOP_RESOURCE_ID, X_WHOP_USER_ID,
+    X_WHOPGATE_SOURCE,
 };
 pub use service::{GateLayer, GateService, RequestBody, ResponseFuture};
 pub use stream_watch::{StreamControl, StreamEnd};
@@ -79,6 +79,7 @@ use crate::per_core::PerCore;
 use crate::route::RouteTable;
 use crate::whop::WhopClient;
 use handoff::Grants;
+pub(crate) use handoff::UserHeaders;
 
 /// The gate, built once from the config and shared by every connection and worker.
 #[derive(Debug, Clone)]
