@@ -46,6 +46,7 @@ mod identity;
 mod metrics;
 mod path;
 mod per_core;
+mod per_thread;
 mod response;
 mod route;
 mod webhook;

@@ -11,23 +11,29 @@
 //! - its entry is not yet due for refresh. From then on the shared path serves the request and
 //!   starts the refresh, and the copy is taken again from the refreshed entry.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use crate::per_thread::{PerThread, Slots, ThreadValue};
 use crate::whop::Access;
 
 /// Most users one thread keeps decisions for.
 const NEAR_USERS: usize = 1024;
 
-/// Tells the maps of different caches apart; never reused.
-static NEXT_OWNER: AtomicU64 = AtomicU64::new(0);
+/// One thread's copies for one cache: by user, then (a few) by resource.
+type ThreadMap = HashMap<Arc<str>, Vec<Copied>, foldhash::fast::RandomState>;
 
 thread_local! {
-    /// This thread's map of each live cache (one in practice; two during a reload).
-    static NEAR: RefCell<Vec<ThreadMap>> = const { RefCell::new(Vec::new()) };
+    /// This thread's map of each live cache.
+    static NEAR: Slots<ThreadMap> = const { Slots::new() };
+}
+
+impl ThreadValue for ThreadMap {
+    fn slots() -> &'static std::thread::LocalKey<Slots<Self>> {
+        &NEAR
+    }
 }
 
 /// One copied decision.
@@ -41,25 +47,16 @@ struct Copied {
     epoch: u64,
 }
 
-/// One thread's copies for one cache: by user, then (a few) by resource.
-struct ThreadMap {
-    owner: u64,
-    /// Dead once the cache is dropped; such maps go when the thread next makes a map.
-    alive: Weak<()>,
-    users: HashMap<Arc<str>, Vec<Copied>, foldhash::fast::RandomState>,
-}
-
 /// The per-thread level of one cache, and the epoch that keeps it exact.
 #[derive(Debug)]
 pub(super) struct NearDecisions {
-    owner: u64,
-    alive: Arc<()>,
+    maps: PerThread<ThreadMap>,
     epoch: AtomicU64,
 }
 
 impl NearDecisions {
     pub(super) fn new() -> Self {
-        Self { owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed), alive: Arc::new(()), epoch: AtomicU64::new(0) }
+        Self { maps: PerThread::new(), epoch: AtomicU64::new(0) }
     }
 
     /// Read before the shared entry a copy is taken from: a change made meanwhile moves it, and
@@ -77,35 +74,16 @@ impl NearDecisions {
     #[inline]
     pub(super) fn get(&self, user: &str, resource: u16, now: Instant) -> Option<Access> {
         let epoch = self.epoch();
-        // `try_with`: during thread teardown the map may be gone; the shared level still answers.
-        NEAR.try_with(|near| {
-            let near = near.try_borrow().ok()?;
-            let mine = near.iter().find(|m| m.owner == self.owner)?;
-            let copy = mine.users.get(user)?.iter().find(|c| c.resource == resource)?;
+        self.maps.get(|users| {
+            let copy = users.get(user)?.iter().find(|c| c.resource == resource)?;
             (copy.epoch == epoch && now < copy.until).then_some(copy.access)
         })
-        .ok()
-        .flatten()
     }
 
     /// Keeps a copy of what the shared entry says, `epoch` being [`NearDecisions::epoch`] read
     /// before that entry was.
     pub(super) fn put(&self, user: &Arc<str>, resource: u16, access: Access, until: Instant, epoch: u64) {
-        let _ = NEAR.try_with(|near| {
-            let Ok(mut near) = near.try_borrow_mut() else { return };
-            let index = match near.iter().position(|m| m.owner == self.owner) {
-                Some(index) => index,
-                None => {
-                    near.retain(|m| m.alive.strong_count() > 0);
-                    near.push(ThreadMap {
-                        owner: self.owner,
-                        alive: Arc::downgrade(&self.alive),
-                        users: HashMap::default(),
-                    });
-                    near.len() - 1
-                }
-            };
-            let Some(ThreadMap { users, .. }) = near.get_mut(index) else { return };
+        self.maps.get_or_make(ThreadMap::default, |users| {
             let copy = Copied { resource, access, until, epoch };
             if let Some(copies) = users.get_mut(&**user) {
                 match copies.iter_mut().find(|c| c.resource == resource) {
@@ -120,17 +98,6 @@ impl NearDecisions {
             }
             // This thread's own `Arc` of the id, so its reference count is no other core's line.
             users.insert(Arc::from(&**user), vec![copy]);
-        });
-    }
-}
-
-impl Drop for NearDecisions {
-    fn drop(&mut self) {
-        // This thread's map can go now; other threads drop theirs lazily.
-        let _ = NEAR.try_with(|near| {
-            if let Ok(mut near) = near.try_borrow_mut() {
-                near.retain(|m| m.owner != self.owner);
-            }
         });
     }
 }
@@ -181,7 +148,7 @@ mod tests {
         });
         assert_eq!(one.get("user_a", 0, Instant::now()), Some(Access::Admin));
         drop(one);
-        assert_eq!(NEAR.with_borrow(Vec::len), 1, "a dropped cache's map goes with it on its thread");
+        assert_eq!(PerThread::<ThreadMap>::values_here(), 1, "a dropped cache's map goes with it on its thread");
     }
 
     #[test]

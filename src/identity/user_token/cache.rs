@@ -13,11 +13,9 @@
 //! Tokens never change, so the near maps need no invalidation: they obey the same expiry
 //! instant as the shared entry.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -26,6 +24,7 @@ use prometheus::IntGauge;
 
 use crate::identity::Identity;
 use crate::metrics::{Counter, Metrics};
+use crate::per_thread::{PerThread, Slots, ThreadValue};
 
 /// Most tokens one thread keeps in front of the shared cache.
 pub(super) const NEAR_CAPACITY: usize = 1024;
@@ -34,12 +33,18 @@ const HASHED_TAIL: usize = 32;
 /// The `cache` label of the token cache metrics.
 const METRIC_CACHE: &str = "token";
 
-/// Tells the near maps of different caches apart; never reused.
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+/// One thread's map for one cache.
+type NearMap = HashMap<Arc<[u8]>, Remembered, TokenHashBuilder>;
 
 thread_local! {
-    /// This thread's near map of each live cache (one in practice; two during a reload).
-    static NEAR: RefCell<Vec<Near>> = const { RefCell::new(Vec::new()) };
+    /// This thread's near map of each live cache.
+    static NEAR: Slots<NearMap> = const { Slots::new() };
+}
+
+impl ThreadValue for NearMap {
+    fn slots() -> &'static std::thread::LocalKey<Slots<Self>> {
+        &NEAR
+    }
 }
 
 /// A remembered token.
@@ -50,14 +55,6 @@ struct Remembered {
     identity: Arc<Identity>,
     /// `exp + leeway` (capped by the caller).
     until: Instant,
-}
-
-/// One thread's map for one cache.
-struct Near {
-    owner: u64,
-    /// Dead once the cache is dropped; such maps are removed when the thread next makes a map.
-    alive: Weak<()>,
-    map: HashMap<Arc<[u8]>, Remembered, TokenHashBuilder>,
 }
 
 /// Each shared entry lives until its own token's expiry.
@@ -105,8 +102,7 @@ impl Hasher for TokenHasher {
 /// Verified tokens and the identities they carry, until each expires.
 pub(super) struct TokenCache {
     shared: Cache<Arc<[u8]>, Remembered, TokenHashBuilder>,
-    id: u64,
-    alive: Arc<()>,
+    near: PerThread<NearMap>,
     // Resolved once: looking a label set up per request would take the metric family's lock.
     hits: Arc<Counter>,
     misses: Arc<Counter>,
@@ -128,8 +124,7 @@ impl TokenCache {
             .build_with_hasher(TokenHashBuilder::default());
         TokenCache {
             shared,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            alive: Arc::new(()),
+            near: PerThread::new(),
             hits: metrics.cache_requests.with_label_values(&[METRIC_CACHE, "hit"]),
             misses: metrics.cache_requests.with_label_values(&[METRIC_CACHE, "miss"]),
             entries,
@@ -177,45 +172,22 @@ impl TokenCache {
     /// Entries in this thread's near map.
     #[cfg(test)]
     pub(super) fn near_len(&self) -> usize {
-        NEAR.with_borrow(|near| near.iter().find(|n| n.owner == self.id).map_or(0, |n| n.map.len()))
+        self.near.get(|map| Some(map.len())).unwrap_or(0)
     }
 
     fn near_get(&self, token: &[u8], now: Instant) -> Option<Arc<Identity>> {
-        // `try_with`: during thread teardown the map may be gone; the shared level still answers.
-        NEAR.try_with(|near| {
-            let mut near = near.try_borrow_mut().ok()?;
-            let mine = near.iter_mut().find(|n| n.owner == self.id)?;
-            let entry = mine.map.get(token)?;
+        self.near.get(|map| {
+            let entry = map.get(token)?;
             if entry.until > now {
                 return Some(entry.identity.clone());
             }
-            mine.map.remove(token);
+            map.remove(token);
             None
         })
-        .ok()
-        .flatten()
     }
 
     fn near_put(&self, entry: &Remembered) {
-        let _ = NEAR.try_with(|near| {
-            let Ok(mut near) = near.try_borrow_mut() else { return };
-            let index = match near.iter().position(|n| n.owner == self.id) {
-                Some(index) => index,
-                None => {
-                    // The first token of this cache on this thread: the time to drop the maps of
-                    // caches that are gone.
-                    near.retain(|n| n.alive.strong_count() > 0);
-                    near.push(Near {
-                        owner: self.id,
-                        alive: Arc::downgrade(&self.alive),
-                        map: HashMap::with_hasher(TokenHashBuilder::default()),
-                    });
-                    near.len() - 1
-                }
-            };
-            let Some(Near { map, .. }) = near.get_mut(index) else {
-                return;
-            };
+        self.near.get_or_make(NearMap::default, |map| {
             if map.len() >= NEAR_CAPACITY {
                 let now = Instant::now();
                 map.retain(|_, e| e.until > now);
@@ -241,12 +213,7 @@ impl Drop for TokenCache {
         // that a cache replacing this one (a reload) starts from a true count.
         self.shared.run_pending_tasks();
         self.entries.sub(i64::try_from(self.shared.entry_count()).unwrap_or(i64::MAX));
-        // This thread's near map can go now; other threads drop theirs lazily.
-        let _ = NEAR.try_with(|near| {
-            if let Ok(mut near) = near.try_borrow_mut() {
-                near.retain(|n| n.owner != self.id);
-            }
-        });
+        // The near maps go with `near`.
     }
 }
 
@@ -334,9 +301,9 @@ mod tests {
 
         let second = TokenCache::new(10, &metrics);
         second.insert("s", identity("user_s"), later(60));
-        NEAR.with_borrow(|near| assert_eq!(near.len(), 2));
+        assert_eq!(PerThread::<NearMap>::values_here(), 2);
         drop(cache);
-        NEAR.with_borrow(|near| assert_eq!(near.len(), 1));
+        assert_eq!(PerThread::<NearMap>::values_here(), 1);
         assert_eq!(metrics.cache_entries("token").get(), 1);
     }
 }
