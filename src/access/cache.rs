@@ -630,17 +630,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_new_answer_fetched_after_an_eviction_voids_every_copy() {
         let mock = MockWhop::start("127.0.0.1:0".parse().unwrap(), MockState::default()).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let client = client_for(&mock, &metrics, Duration::from_secs(2));
-        let product: Arc<str> = Arc::from("prod_mockproduct1");
-        let cache = AccessCache::new(
-            Arc::new(CheckAccess::new(client)),
-            settings(Duration::from_secs(60)),
-            vec![product.clone()],
-            &metrics,
-            tokio::runtime::Handle::current(),
-        );
-        let alice: Arc<str> = Arc::from("user_alice");
+        let cache = cache(&mock, Duration::from_secs(60));
+        let (alice, product) = ids("user_alice", "prod_mockproduct1");
         cache.lookup(&alice, &product).await.unwrap();
         assert_eq!(cache.lookup_now(&alice, &product), Some(Access::Customer), "this thread's copy");
         mock.set_access("user_alice", "prod_mockproduct1", whopgate_mock::AccessLevel::NoAccess).unwrap();
